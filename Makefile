@@ -1,0 +1,41 @@
+# make test  : create .venv if missing, install rldb with its test extra (compiling the C core), run the suite
+# make serve : create .venv if missing, install rldb, start a node on conf/standalone.json
+# make bench : install the bench extra and run the benchmarks in bench/
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+BUILD_INPUTS := pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/*.py) rldb/_version.py
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: test serve bench install clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(PY) $(BUILD_INPUTS)
+	$(PIP) install -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install -e '.[test]'
+	touch $@
+
+$(VENV)/.installed-bench: $(VENV)/.installed
+	$(PIP) install -e '.[bench]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+serve: $(VENV)/.installed
+	$(VENV)/bin/rldb-server --config-path conf/standalone.json
+
+bench: $(VENV)/.installed-bench
+	$(PY) -m pytest bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info rldb/_rldb_core*.so rldb/_rldb_core.c

@@ -1,0 +1,36 @@
+"""The error classes of rldb: one root, a class per kind of failure."""
+
+
+class RldbError(Exception):
+    """Root of every error rldb raises on purpose."""
+
+
+class CorruptionError(RldbError):
+    """A checksum or format check failed.  Carries the file and offset when known,
+    so an operator can find the damaged bytes."""
+
+    def __init__(self, message, path=None, offset=None):
+        self.path = None if path is None else str(path)
+        self.offset = offset
+        where = ""
+        if self.path is not None:
+            where = f" in {self.path}"
+            if offset is not None:
+                where += f" at offset {offset}"
+        super().__init__(message + where)
+
+
+class InvalidArgumentError(RldbError, ValueError):
+    """A caller passed something rldb does not accept (wrong type, empty key, unknown option)."""
+
+
+class StorageIOError(RldbError, OSError):
+    """The operating system refused a read, write or sync."""
+
+
+class NotSupportedError(RldbError):
+    """The operation exists in the interface but this engine or machine cannot do it."""
+
+
+class ClosedError(RldbError):
+    """The engine (or connection) was closed; open a new one."""

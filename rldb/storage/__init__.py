@@ -1,0 +1,33 @@
+"""Storage engines behind one interface, usable without the rest of rldb.
+
+    from rldb.storage import open_engine
+    with open_engine("lsm", "/tmp/db") as db:
+        db.put(b"k", b"v")
+
+Importing this package is light: the disk engines load on first use."""
+import importlib
+
+from rldb.errors import InvalidArgumentError
+from rldb.storage.engine import Engine, WriteBatch
+
+_ENGINES = {
+    "memory": "rldb.storage.memory:MemoryEngine",
+}
+
+
+def engine_kinds():
+    """The names open_engine accepts."""
+    return sorted(_ENGINES)
+
+
+def open_engine(kind, path=None, **options):
+    """Open an engine by name: "memory", "lsm" or "bitcask"."""
+    target = _ENGINES.get(kind)
+    if target is None:
+        raise InvalidArgumentError(
+            f"unknown storage engine {kind!r}; choose one of {', '.join(engine_kinds())}")
+    module, cls = target.split(":")
+    return getattr(importlib.import_module(module), cls)(path, **options)
+
+
+__all__ = ["Engine", "WriteBatch", "open_engine", "engine_kinds"]

@@ -1,0 +1,149 @@
+"""The in-memory engine: a SortedDict, so scans work.
+
+It is the reference model in differential tests of the disk engines, and the
+engine of simulated cluster nodes.  Writes take a lock so that threads can
+share it; get does not, since a single dict lookup is atomic."""
+import threading
+
+from sortedcontainers import SortedDict
+
+from rldb.errors import InvalidArgumentError
+from rldb.storage.engine import (
+    Engine,
+    check_bound,
+    check_key,
+    check_options,
+    check_value,
+    normalize_batch,
+    raise_closed,
+)
+
+_SCAN_CHUNK = 256
+
+
+def _make_get(data):
+    """get as a closure over the dict's own get: the common case (a bytes key)
+    costs one type test and one C call."""
+    dict_get = data.get
+
+    def get(key):
+        if key.__class__ is bytes:
+            return dict_get(key)
+        check_key(key)  # raises with the reason
+
+    return get
+
+
+class MemoryEngine(Engine):
+    """Sorted, in memory, nothing on disk.  `path` is accepted and unused, so
+    code can open any engine the same way."""
+
+    kind = "memory"
+    DEFAULTS = {}
+
+    def __init__(self, path=None, **options):
+        self.options = check_options(self.kind, options, self.DEFAULTS)
+        self._data = SortedDict()
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self._counts = {"puts": 0, "deletes": 0, "batches": 0}
+        self.get = _make_get(self._data)
+
+    def get(self, key):  # replaced per instance in __init__; kept for the interface
+        raise NotImplementedError
+
+    def put(self, key, value):
+        if key.__class__ is not bytes or not key:
+            check_key(key)
+        if value.__class__ is not bytes:
+            check_value(value)
+        data = self._data
+        with self._lock:
+            old = data.get(key)
+            data[key] = value
+            self._bytes += len(value) - (len(old) if old is not None else -len(key))
+            self._counts["puts"] += 1
+
+    def delete(self, key):
+        check_key(key)
+        with self._lock:
+            self._delete_locked(key)
+            self._counts["deletes"] += 1
+
+    def _delete_locked(self, key):
+        old = self._data.pop(key, None)
+        if old is not None:
+            self._bytes -= len(key) + len(old)
+
+    def write_batch(self, ops):
+        ops = normalize_batch(ops)
+        data = self._data
+        with self._lock:
+            for kind, key, value in ops:
+                if kind == "put":
+                    old = data.get(key)
+                    data[key] = value
+                    self._bytes += len(value) - (len(old) if old is not None else -len(key))
+                else:
+                    self._delete_locked(key)
+            self._counts["batches"] += 1
+
+    def scan(self, start=None, end=None, reverse=False):
+        check_bound("start", start)
+        check_bound("end", end)
+        if self._data is None:
+            raise_closed()
+        return self._scan(start, end, reverse)
+
+    def _scan(self, start, end, reverse):
+        # Chunks are read under the lock; each key is seen with its value at the
+        # moment its chunk was read (no snapshot across chunks).
+        lo, hi, lo_inclusive, hi_inclusive = start, end, True, False
+        while True:
+            with self._lock:
+                data = self._data
+                if data is None:
+                    raise_closed()
+                chunk = []
+                for key in data.irange(lo, hi, (lo_inclusive, hi_inclusive), reverse=reverse):
+                    chunk.append((key, data[key]))
+                    if len(chunk) == _SCAN_CHUNK:
+                        break
+            yield from chunk
+            if len(chunk) < _SCAN_CHUNK:
+                return
+            if reverse:
+                hi, hi_inclusive = chunk[-1][0], False
+            else:
+                lo, lo_inclusive = chunk[-1][0], False
+
+    def keys(self):
+        """Every key, in order."""
+        return (key for key, _ in self.scan())
+
+    def __len__(self):
+        return len(self._data)
+
+    def close(self):
+        with self._lock:
+            self._data = None
+        self.get = self.put = self.delete = self.write_batch = raise_closed
+
+    def stats(self):
+        if self._data is None:
+            raise_closed()
+        return {"engine": self.kind, "keys": len(self._data), "bytes": self._bytes,
+                **self._counts}
+
+    def check(self):
+        if self._data is None:
+            raise_closed()
+        with self._lock:
+            self._data._check()  # sortedcontainers' own invariants
+            total = 0
+            for key, value in self._data.items():
+                if key.__class__ is not bytes or not key or value.__class__ is not bytes:
+                    raise AssertionError(f"bad entry {key!r}: {value!r}")
+                total += len(key) + len(value)
+            if total != self._bytes:
+                raise AssertionError(f"byte count {self._bytes} != actual {total}")
