@@ -23,11 +23,11 @@ _SCAN_CHUNK = 256
 
 def _make_get(data):
     """get as a closure over the dict's own get: the common case (a bytes key)
-    costs one type test and one C call."""
+    costs one type test, one length test and one C call."""
     dict_get = data.get
 
     def get(key):
-        if key.__class__ is bytes:
+        if key.__class__ is bytes and key:
             return dict_get(key)
         check_key(key)  # raises with the reason
 
