@@ -1,8 +1,7 @@
 /* Bloom filters with two independent 64-bit hashes combined by double hashing
  * (Kirsch and Mitzenmacher): probe i looks at bit (h1 + i*h2) of the array.
  * At 10 bits per key and 7 probes the false-positive rate is about 0.8%. */
-#include "rldb.h"
-#include <string.h>
+#include "internal.h"
 
 #define MAX_PROBES 30
 
@@ -15,15 +14,6 @@ static inline uint64_t fmix64(uint64_t k) {
     k *= 0xc4ceb9fe1a85ec53ULL;
     k ^= k >> 33;
     return k;
-}
-
-static inline uint64_t load64le(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
 }
 
 #define C1 0x87c37b91114253d5ULL
@@ -76,10 +66,8 @@ static inline uint64_t reduce(uint64_t x, uint64_t nbits) {
     return (uint64_t)(((__uint128_t)x * nbits) >> 64);
 }
 
-static inline void add_key(uint8_t *bits, uint64_t nbits, uint32_t k,
-                           const uint8_t *key, size_t len) {
-    uint64_t h1, h2;
-    rldb_hash128(key, len, &h1, &h2);
+static inline void add_hashes(uint8_t *bits, uint64_t nbits, uint32_t k,
+                              uint64_t h1, uint64_t h2) {
     for (uint32_t i = 0; i < k; i++) {
         uint64_t b = reduce(h1, nbits);
         bits[b >> 3] |= (uint8_t)(1u << (b & 7));
@@ -87,10 +75,8 @@ static inline void add_key(uint8_t *bits, uint64_t nbits, uint32_t k,
     }
 }
 
-static inline int test_key(const uint8_t *bits, uint64_t nbits, uint32_t k,
-                           const uint8_t *key, size_t len) {
-    uint64_t h1, h2;
-    rldb_hash128(key, len, &h1, &h2);
+static inline int test_hashes(const uint8_t *bits, uint64_t nbits, uint32_t k,
+                              uint64_t h1, uint64_t h2) {
     for (uint32_t i = 0; i < k; i++) {
         uint64_t b = reduce(h1, nbits);
         if (!(bits[b >> 3] & (1u << (b & 7)))) return 0;
@@ -108,7 +94,9 @@ int rldb_bloom_build(const uint8_t *data, const uint32_t *lengths, size_t count,
     memset(out, 0, nbytes);
     size_t pos = 0;
     for (size_t i = 0; i < count; i++) {
-        add_key(out, (uint64_t)nbytes * 8, k, data + pos, lengths[i]);
+        uint64_t h1, h2;
+        rldb_hash128(data + pos, lengths[i], &h1, &h2);
+        add_hashes(out, (uint64_t)nbytes * 8, k, h1, h2);
         pos += lengths[i];
     }
     out[nbytes] = (uint8_t)k;
@@ -127,7 +115,9 @@ int rldb_bloom_may_contain(const uint8_t *filter, size_t filter_len,
     uint32_t k;
     int rc = filter_shape(filter, filter_len, &k);
     if (rc != RLDB_OK) return rc;
-    return test_key(filter, (uint64_t)(filter_len - 1) * 8, k, key, key_len);
+    uint64_t h1, h2;
+    rldb_hash128(key, key_len, &h1, &h2);
+    return test_hashes(filter, (uint64_t)(filter_len - 1) * 8, k, h1, h2);
 }
 
 int rldb_bloom_probe_many(const uint8_t *filter, size_t filter_len,
@@ -139,8 +129,28 @@ int rldb_bloom_probe_many(const uint8_t *filter, size_t filter_len,
     uint64_t nbits = (uint64_t)(filter_len - 1) * 8;
     size_t pos = 0;
     for (size_t i = 0; i < count; i++) {
-        results[i] = (uint8_t)test_key(filter, nbits, k, data + pos, lengths[i]);
+        uint64_t h1, h2;
+        rldb_hash128(data + pos, lengths[i], &h1, &h2);
+        results[i] = (uint8_t)test_hashes(filter, nbits, k, h1, h2);
         pos += lengths[i];
     }
     return RLDB_OK;
+}
+
+int rldb__bloom_test_hashes(const uint8_t *filter, size_t filter_len, uint64_t h1, uint64_t h2) {
+    uint32_t k;
+    int rc = filter_shape(filter, filter_len, &k);
+    if (rc != RLDB_OK) return rc;
+    return test_hashes(filter, (uint64_t)(filter_len - 1) * 8, k, h1, h2);
+}
+
+/* Fills a filter of out_len bytes (from rldb_bloom_size) from hash pairs. */
+void rldb__bloom_fill(uint8_t *out, size_t out_len, uint32_t bits_per_key,
+                      const uint64_t *hashes, size_t count) {
+    size_t nbytes = out_len - 1;
+    uint32_t k = probes_for(bits_per_key);
+    memset(out, 0, nbytes);
+    for (size_t i = 0; i < count; i++)
+        add_hashes(out, (uint64_t)nbytes * 8, k, hashes[2 * i], hashes[2 * i + 1]);
+    out[nbytes] = (uint8_t)k;
 }

@@ -68,4 +68,97 @@ int rldb_bloom_probe_many(const uint8_t *filter, size_t filter_len,
 /* The two 64-bit hashes of a key that the filter uses (tests, tools). */
 void rldb_hash128(const uint8_t *key, size_t len, uint64_t *h1, uint64_t *h2);
 
+/* ---- memtable: a skiplist of internal keys on an arena ------------------ */
+/* Internal key = user key + fixed64 (sequence << 8 | kind); kind 1 is a value,
+ * 0 a tombstone.  One writer at a time; readers may run concurrently. */
+typedef struct rldb_memtable rldb_memtable;
+rldb_memtable *rldb_memtable_new(uint64_t seed);
+void rldb_memtable_free(rldb_memtable *mt);
+int rldb_memtable_add(rldb_memtable *mt, uint64_t seq, int kind, const uint8_t *key,
+                      size_t klen, const uint8_t *value, size_t vlen);
+int rldb_memtable_add_batch(rldb_memtable *mt, uint64_t seq, const uint8_t *kinds,
+                            const uint8_t *data, const uint32_t *klens,
+                            const uint32_t *vlens, size_t count);
+/* What a point lookup found: the entry's trailer (sequence << 8 | kind) and value. */
+typedef struct {
+    uint64_t trailer;
+    const char *value;
+    size_t vlen;
+} rldb_found;
+/* 1 and the newest version with sequence <= snapshot, or 0 when absent. */
+int rldb_memtable_get(rldb_memtable *mt, const uint8_t *key, size_t klen, uint64_t snapshot,
+                      rldb_found *found);
+void rldb_memtable_usage(const rldb_memtable *mt, size_t *memory, size_t *count,
+                         size_t *data_bytes);
+int rldb_memtable_check(const rldb_memtable *mt);
+
+/* ---- SSTable blocks and tables ------------------------------------------ */
+#define RLDB_BLOCK_TRAILER 5
+#define RLDB_FOOTER_SIZE 64
+#define RLDB_TABLE_FORMAT 1
+#define RLDB_TABLE_MAGIC 0x3130747373626472ULL
+
+/* Checks the trailer (type byte and masked CRC-32C) of contents + trailer. */
+int rldb_block_verify(const uint8_t *data, size_t len);
+/* 1 with the trailer and value of the newest version <= snapshot, 0 if absent. */
+int rldb_block_get(const uint8_t *data, size_t len, const uint8_t *key, size_t klen,
+                   uint64_t snapshot, rldb_found *found);
+int rldb_block_measure(const uint8_t *data, size_t len, size_t *count, size_t *key_bytes,
+                       size_t *value_bytes);
+int rldb_block_decode(const uint8_t *data, size_t len, uint8_t *keys_out, size_t keys_cap,
+                      uint32_t *key_ends, uint8_t *values_out, size_t values_cap,
+                      uint32_t *value_ends, size_t max_count, size_t *count, int check_order);
+long rldb_index_search(const uint8_t *keys, const uint32_t *ends, size_t count,
+                       const uint8_t *key, size_t klen, uint64_t snapshot);
+int rldb_table_locate(const uint8_t *filter, size_t filter_len, const uint8_t *keys,
+                      const uint32_t *ends, size_t count, const uint8_t *key, size_t klen,
+                      uint64_t snapshot, long *block);
+int rldb_footer_decode(const uint8_t *footer, size_t len, uint64_t file_size, uint64_t *handles);
+
+typedef struct {
+    uint64_t entries, deletions, data_blocks, raw_key_bytes, raw_value_bytes;
+    uint64_t filter_bytes, index_bytes;
+} rldb_tb_stats;
+typedef struct rldb_table_builder rldb_table_builder;
+rldb_table_builder *rldb_tb_new(uint32_t block_size, uint32_t restart_interval,
+                                uint32_t bits_per_key);
+void rldb_tb_free(rldb_table_builder *tb);
+int rldb_tb_add(rldb_table_builder *tb, const uint8_t *ikey, size_t iklen,
+                const uint8_t *value, size_t vlen);
+int rldb_tb_add_many(rldb_table_builder *tb, const uint8_t *data, const uint32_t *klens,
+                     const uint32_t *vlens, size_t count);
+uint64_t rldb_tb_estimated_size(const rldb_table_builder *tb);
+void rldb_tb_get_stats(const rldb_table_builder *tb, rldb_tb_stats *st);
+int rldb_tb_key_range(const rldb_table_builder *tb, const uint8_t **first, size_t *first_len,
+                      const uint8_t **last, size_t *last_len);
+/* Completes the table; *file points at the whole file, owned by the builder. */
+int rldb_tb_finish(rldb_table_builder *tb, const uint8_t *props, size_t props_len,
+                   const uint8_t **file, size_t *file_len);
+
+/* ---- k-way merge ---------------------------------------------------------- */
+#define RLDB_MERGE_SCAN 0
+#define RLDB_MERGE_COMPACT 1
+#define RLDB_MERGE_DONE 0
+#define RLDB_MERGE_NEED_DATA 1
+#define RLDB_MERGE_OUTPUT_FULL 2
+typedef struct {
+    uint64_t entries_read, entries_written, versions_dropped, tombstones_dropped;
+} rldb_merge_stats;
+typedef struct rldb_merger rldb_merger;
+rldb_merger *rldb_merger_new(int nsources, int mode, int reverse, uint64_t snapshot,
+                             const uint8_t *start, size_t start_len, int has_start,
+                             const uint8_t *end, size_t end_len, int has_end,
+                             int drop_tombstones);
+void rldb_merger_free(rldb_merger *m);
+/* The block must stay alive until the source is refilled or the merger freed. */
+int rldb_merger_set_block(rldb_merger *m, int source, const uint8_t *data, size_t len);
+int rldb_merger_set_memtable(rldb_merger *m, int source, rldb_memtable *mt);
+int rldb_merger_set_done(rldb_merger *m, int source);
+int rldb_merger_scan(rldb_merger *m, uint8_t *data, size_t cap, uint32_t *index,
+                     size_t index_cap, size_t *count, size_t *used, int *need_source,
+                     size_t *need_bytes);
+int rldb_merger_compact(rldb_merger *m, rldb_table_builder *tb, uint64_t max_file_size,
+                        int *need_source);
+void rldb_merger_get_stats(const rldb_merger *m, rldb_merge_stats *st);
+
 #endif

@@ -5,6 +5,7 @@ into an exception, converts Python objects to C buffers, and refuses a compiled
 module built for another version of the package (a stale build after an
 upgrade would otherwise read or write formats it does not understand)."""
 from array import array
+from struct import iter_unpack as _iter_unpack
 
 from rldb._version import __version__
 from rldb.errors import (
@@ -183,3 +184,283 @@ def hash128(key):
     h = ffi.new("uint64_t[2]")
     lib.rldb_hash128(key, len(key), h, h + 1)
     return h[0], h[1]
+
+
+# ---- memtable ------------------------------------------------------------------
+
+KIND_DELETE = 0
+KIND_VALUE = 1
+MAX_SEQUENCE = (1 << 56) - 1
+
+
+class Memtable:
+    """The C skiplist of internal keys.  Callers serialise add(); get() may run
+    from any thread at the same time.  Freed when the last reference goes."""
+
+    __slots__ = ("_mt", "__weakref__")
+
+    def __init__(self, seed=0):
+        mt = lib.rldb_memtable_new(seed)
+        if mt == ffi.NULL:
+            raise MemoryError("cannot allocate a memtable")
+        self._mt = ffi.gc(mt, lib.rldb_memtable_free)
+
+    def add(self, seq, kind, key, value):
+        rc = lib.rldb_memtable_add(self._mt, seq, kind, key, len(key), value, len(value))
+        if rc:
+            raise error_for(rc, "memtable add")
+
+    def add_batch(self, seq, ops):
+        """ops: (kind, key, value) with value b"" for deletes; op i gets seq + i."""
+        kinds = bytes(op[0] for op in ops)
+        klens = array("I", [len(op[1]) for op in ops])
+        vlens = array("I", [len(op[2]) for op in ops])
+        data = b"".join(op[1] + op[2] for op in ops)
+        _check(lib.rldb_memtable_add_batch(
+            self._mt, seq, kinds, data, ffi.from_buffer("uint32_t[]", klens),
+            ffi.from_buffer("uint32_t[]", vlens), len(ops)), "memtable add")
+
+    def get(self, key, snapshot=MAX_SEQUENCE):
+        """None when absent, else (kind, value) of the newest version <= snapshot."""
+        found = ffi.new("rldb_found *")
+        if lib.rldb_memtable_get(self._mt, key, len(key), snapshot, found) > 0:
+            return found.trailer & 0xFF, ffi.unpack(found.value, found.vlen)
+        return None
+
+    def usage(self):
+        """(bytes of memory, entries, key and value bytes)."""
+        out = ffi.new("size_t[3]")
+        lib.rldb_memtable_usage(self._mt, out, out + 1, out + 2)
+        return out[0], out[1], out[2]
+
+    def memory(self):
+        return self.usage()[0]
+
+    def check(self):
+        _check(lib.rldb_memtable_check(self._mt), "memtable check")
+
+
+# ---- SSTable blocks --------------------------------------------------------------
+
+BLOCK_TRAILER = lib.RLDB_BLOCK_TRAILER
+FOOTER_SIZE = lib.RLDB_FOOTER_SIZE
+TABLE_FORMAT = lib.RLDB_TABLE_FORMAT
+
+
+def verify_block(data):
+    """Raises CorruptionError unless data (contents + trailer) has a good checksum."""
+    rc = lib.rldb_block_verify(_buffer(data), len(data))
+    if rc:
+        raise error_for(rc, "block")
+
+
+def decode_footer(footer, file_size):
+    """The six block handles (filter, properties and index offset/size)."""
+    handles = ffi.new("uint64_t[6]")
+    _check(lib.rldb_footer_decode(_buffer(footer), len(footer), file_size, handles), "footer")
+    return tuple(handles)
+
+
+def decode_block(block, check_order=False):
+    """Every (key, value) of a block, keys decoded in full."""
+    buf = _buffer(block)
+    counts = ffi.new("size_t[3]")
+    _check(lib.rldb_block_measure(buf, len(block), counts, counts + 1, counts + 2), "block")
+    n, key_bytes, value_bytes = counts[0], counts[1], counts[2]
+    keys = bytearray(key_bytes)
+    values = bytearray(value_bytes)
+    key_ends = array("I", bytes(4 * n))
+    value_ends = array("I", bytes(4 * n))
+    count = ffi.new("size_t *")
+    _check(lib.rldb_block_decode(
+        buf, len(block), _buffer(keys), key_bytes, ffi.from_buffer("uint32_t[]", key_ends),
+        _buffer(values), value_bytes, ffi.from_buffer("uint32_t[]", value_ends), n, count,
+        1 if check_order else 0), "block")
+    keys, values = bytes(keys), bytes(values)
+    out, k0, v0 = [], 0, 0
+    for k1, v1 in zip(key_ends, value_ends):
+        out.append((keys[k0:k1], values[v0:v1]))
+        k0, v0 = k1, v1
+    return out
+
+
+def block_get(block, key, snapshot=MAX_SEQUENCE):
+    """None, or (kind, value) of the newest version of key <= snapshot in block."""
+    found = ffi.new("rldb_found *")
+    rc = lib.rldb_block_get(block, len(block), key, len(key), snapshot, found)
+    if rc > 0:
+        return found.trailer & 0xFF, ffi.unpack(found.value, found.vlen)
+    if rc < 0:
+        raise error_for(rc, "block")
+    return None
+
+
+class BlockIndex:
+    """A table's decoded index block: the last key of every data block and its
+    handle, searchable from C with the table's bloom filter."""
+
+    __slots__ = ("count", "_keys", "_ends", "handles", "last_keys")
+
+    def __init__(self, index_block):
+        entries = decode_block(index_block, check_order=True)
+        self.count = len(entries)
+        self.last_keys = [k for k, _ in entries]
+        self._keys = b"".join(self.last_keys)
+        ends, total = [], 0
+        for k in self.last_keys:
+            total += len(k)
+            ends.append(total)
+        self._ends = ffi.new("uint32_t[]", ends or [0])
+        self.handles = []
+        for _, handle in entries:
+            offset, pos = decode_varint(handle)
+            size, pos = decode_varint(handle, pos)
+            if pos != len(handle):
+                raise CorruptionError("index entry has trailing bytes")
+            self.handles.append((offset, size))
+
+    def search(self, key, snapshot=MAX_SEQUENCE):
+        """The first block that may hold key (count when past the end)."""
+        return lib.rldb_index_search(self._keys, self._ends, self.count, key, len(key), snapshot)
+
+    def locate(self, bloom_filter, key, snapshot=MAX_SEQUENCE):
+        """-1 when the filter rules key out, else the block to read (count: none)."""
+        block = ffi.new("long *")
+        rc = lib.rldb_table_locate(bloom_filter, len(bloom_filter), self._keys, self._ends,
+                                   self.count, key, len(key), snapshot, block)
+        if rc > 0:
+            return block[0]
+        if rc == 0:
+            return -1
+        raise error_for(rc, "bloom filter")
+
+
+class TableBuilder:
+    """Builds one SSTable in memory from internal keys in increasing order."""
+
+    __slots__ = ("_tb", "_finished")
+
+    def __init__(self, block_size=4096, restart_interval=16, bits_per_key=10):
+        tb = lib.rldb_tb_new(block_size, restart_interval, bits_per_key)
+        if tb == ffi.NULL:
+            raise InvalidArgumentError(
+                f"bad table options: block_size={block_size} (>= 64), "
+                f"restart_interval={restart_interval} (>= 1), bits_per_key={bits_per_key} (1..64)")
+        self._tb = ffi.gc(tb, lib.rldb_tb_free)
+        self._finished = None
+
+    def add(self, ikey, value):
+        rc = lib.rldb_tb_add(self._tb, ikey, len(ikey), value, len(value))
+        if rc:
+            raise error_for(rc, "table builder (keys must increase)")
+
+    def estimated_size(self):
+        return lib.rldb_tb_estimated_size(self._tb)
+
+    def stats(self):
+        st = ffi.new("rldb_tb_stats *")
+        lib.rldb_tb_get_stats(self._tb, st)
+        return {name: getattr(st, name) for name in (
+            "entries", "deletions", "data_blocks", "raw_key_bytes", "raw_value_bytes",
+            "filter_bytes", "index_bytes")}
+
+    def key_range(self):
+        """(first internal key, last internal key)."""
+        ptrs = ffi.new("uint8_t *[2]")
+        lens = ffi.new("size_t[2]")
+        _check(lib.rldb_tb_key_range(self._tb, ptrs, lens, ptrs + 1, lens + 1), "empty table")
+        return bytes(ffi.buffer(ptrs[0], lens[0])), bytes(ffi.buffer(ptrs[1], lens[1]))
+
+    def finish(self, properties):
+        """The whole file, with properties (bytes) as its properties block."""
+        ptr = ffi.new("uint8_t **")
+        size = ffi.new("size_t *")
+        _check(lib.rldb_tb_finish(self._tb, properties, len(properties), ptr, size), "table finish")
+        return bytes(ffi.buffer(ptr[0], size[0]))
+
+
+# ---- merging ----------------------------------------------------------------------
+
+MERGE_DONE = lib.RLDB_MERGE_DONE
+MERGE_NEED_DATA = lib.RLDB_MERGE_NEED_DATA
+MERGE_OUTPUT_FULL = lib.RLDB_MERGE_OUTPUT_FULL
+_ENTRY = "<4I"
+
+
+class Merger:
+    """The C k-way merge.  Sources are memtables or data blocks fed one at a time;
+    see csrc/merge.c.  Holds a reference to whatever it was given until replaced."""
+
+    __slots__ = ("_m", "_held", "_data", "_index", "_cdata", "_cindex", "_scan_mode")
+
+    def __init__(self, nsources, compact=False, reverse=False, snapshot=MAX_SEQUENCE,
+                 start=None, end=None, drop_tombstones=False, buffer_size=1 << 18):
+        m = lib.rldb_merger_new(
+            nsources, lib.RLDB_MERGE_COMPACT if compact else lib.RLDB_MERGE_SCAN,
+            1 if reverse else 0, snapshot,
+            start or b"", len(start or b""), start is not None,
+            end or b"", len(end or b""), end is not None, 1 if drop_tombstones else 0)
+        if m == ffi.NULL:
+            raise InvalidArgumentError("bad merger arguments")
+        self._m = ffi.gc(m, lib.rldb_merger_free)
+        self._held = [None] * nsources
+        self._scan_mode = not compact
+        if self._scan_mode:
+            self._alloc(buffer_size)
+
+    def _alloc(self, size):
+        self._data = bytearray(size)
+        self._index = bytearray(16 * max(64, size // 64))
+        self._cdata = _buffer(self._data)
+        self._cindex = ffi.from_buffer("uint32_t[]", self._index)
+
+    def set_block(self, source, block):
+        self._held[source] = block
+        rc = lib.rldb_merger_set_block(self._m, source, block, len(block))
+        if rc:
+            raise error_for(rc, "block")
+
+    def set_memtable(self, source, memtable):
+        self._held[source] = memtable
+        _check(lib.rldb_merger_set_memtable(self._m, source, memtable._mt), "merger")
+
+    def set_done(self, source):
+        self._held[source] = None
+        _check(lib.rldb_merger_set_done(self._m, source), "merger")
+
+    def scan(self):
+        """(status, source needing data or -1, [(key, value), ...])."""
+        out = ffi.new("size_t[3]")
+        need = ffi.new("int *")
+        need[0] = -1
+        while True:
+            rc = lib.rldb_merger_scan(self._m, self._cdata, len(self._data), self._cindex,
+                                      len(self._index) // 16, out, out + 1, need, out + 2)
+            if rc != lib.RLDB_ERR_BUFFER_TOO_SMALL:
+                break
+            self._alloc(max(2 * len(self._data), 2 * out[2]))
+        if rc < 0:
+            raise error_for(rc, "merge")
+        count, used = out[0], out[1]
+        entries = []
+        if count:
+            data = bytes(self._data[:used])
+            entries = [(data[ko:vo], data[vo:vo + vl]) for ko, _kl, vo, vl in
+                       _iter_unpack(_ENTRY, memoryview(self._index)[:16 * count])]
+        return rc, need[0], entries
+
+    def compact(self, builder, max_file_size):
+        """(status, source needing data or -1): feeds builder until it passes
+        max_file_size (OUTPUT_FULL), a source runs dry (NEED_DATA) or the end."""
+        need = ffi.new("int *")
+        need[0] = -1
+        rc = lib.rldb_merger_compact(self._m, builder._tb, max_file_size, need)
+        if rc < 0:
+            raise error_for(rc, "merge")
+        return rc, need[0]
+
+    def stats(self):
+        st = ffi.new("rldb_merge_stats *")
+        lib.rldb_merger_get_stats(self._m, st)
+        return {name: getattr(st, name) for name in (
+            "entries_read", "entries_written", "versions_dropped", "tombstones_dropped")}
