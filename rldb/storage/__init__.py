@@ -12,6 +12,7 @@ from rldb.storage.engine import Engine, WriteBatch
 
 _ENGINES = {
     "memory": "rldb.storage.memory:MemoryEngine",
+    "lsm": "rldb.storage.lsm.engine:LSMEngine",
 }
 
 

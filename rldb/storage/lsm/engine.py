@@ -1,0 +1,586 @@
+"""The LSM-tree engine.
+
+Threading model: any number of threads may call any method at once.
+- Writers are serialised by one lock that covers the WAL append and the
+  memtable insert; with sync=True the fsync happens after that lock is released
+  and is shared by every writer whose bytes it covers (group commit).
+- Readers take no lock: they read the current (memtable, immutable memtable,
+  version) triple, which is replaced as one tuple, and the last sequence, which
+  is read first so that everything at or below it is in that triple.
+- One background thread flushes the immutable memtable and runs compactions;
+  the C merge releases the GIL, so reads on another core go on meanwhile.
+  Version changes are logged to the MANIFEST and installed under a mutex.
+- Files are deleted only when no live Version (a read in progress holds one)
+  names them."""
+import errno
+import fcntl
+import logging
+import os
+import threading
+import time
+
+from rldb import _core
+from rldb._core import KIND_DELETE, KIND_VALUE, Memtable
+from rldb.errors import ClosedError, CorruptionError, InvalidArgumentError, StorageIOError
+from rldb.storage.engine import (
+    Engine,
+    check_bound,
+    check_key,
+    check_options,
+    check_value,
+    normalize_batch,
+)
+from rldb.storage.lsm import compaction as compactions
+from rldb.storage.lsm import scan as scans
+from rldb.storage.lsm.batch import decode_batch, encode_batch, encode_put
+from rldb.storage.lsm.cache import BlockCache
+from rldb.storage.lsm.format import CURRENT, LOCK, log_name, parse_name, table_name
+from rldb.storage.lsm.log import LogWriter, read_log
+from rldb.storage.lsm.options import DEFAULTS, NUM_LEVELS, validate
+from rldb.storage.lsm.table import ReadCounters, Table
+from rldb.storage.lsm.table_cache import TableCache
+from rldb.storage.lsm.version import VersionEdit, VersionSet, fsync_dir
+
+log = logging.getLogger("rldb.lsm")
+
+# Memory a memtable entry costs beyond its key and value (node, links, trailer).
+_ENTRY_OVERHEAD = 48
+
+
+class LSMEngine(Engine):
+    kind = "lsm"
+    DEFAULTS = DEFAULTS
+
+    def __init__(self, path, **options):
+        if path is None:
+            raise InvalidArgumentError("the lsm engine needs a directory path")
+        self.options = opts = check_options(self.kind, options, DEFAULTS)
+        validate(opts)
+        self.path = os.fspath(path)
+        self._sync = opts["sync"]
+        self._memtable_limit = opts["memtable_size"]
+        self._slowdown = opts["l0_slowdown_trigger"]
+        self._state = None
+        self._closed = False
+        self._closing = False
+        self._bg_error = None
+        self._write_lock = threading.Lock()
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._compaction_lock = threading.Lock()
+        self._pending_outputs = set()
+        self._counters = {"user_bytes": 0, "flush_bytes": 0, "compaction_bytes": 0,
+                          "compaction_read_bytes": 0, "flushes": 0, "compactions": 0,
+                          "trivial_moves": 0, "stall_seconds": 0.0, "slowdowns": 0,
+                          "tombstones_dropped": 0, "versions_dropped": 0}
+        self.recovery = {"wal_records": 0, "wal_dropped_bytes": 0}
+        self._open_dir()
+        self._read_counters = ReadCounters()
+        self._cache = BlockCache(opts["block_cache_size"])
+        self._tables = TableCache(self.path, opts["max_open_files"], self._cache,
+                                  self._read_counters)
+        try:
+            self._recover()
+        except BaseException:
+            self._release_lock()
+            raise
+        self._worker = None
+        if opts["background"]:
+            self._worker = threading.Thread(target=self._background_loop,
+                                            name=f"rldb-lsm-{os.path.basename(self.path)}",
+                                            daemon=True)
+            self._worker.start()
+        self._schedule()
+
+    # ---- opening --------------------------------------------------------------
+
+    def _open_dir(self):
+        if not os.path.isdir(self.path):
+            if not self.options["create_if_missing"]:
+                raise InvalidArgumentError(f"{self.path} is not a database directory")
+            try:
+                os.makedirs(self.path, exist_ok=True)
+            except OSError as exc:
+                raise StorageIOError(exc.errno, f"cannot create {self.path}: {exc.strerror}") from None
+        self._lock_fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self._lock_fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
+                raise StorageIOError(exc.errno, f"{self.path} is in use by another engine") from None
+            raise
+
+    def _release_lock(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _recover(self):
+        names = os.listdir(self.path)
+        parsed = [(parse_name(n), n) for n in names]
+        versions = self._versions = VersionSet(self.path)
+        if CURRENT in names:
+            versions.recover()
+        elif any(p is not None and p[0] != "temp" for p, _ in parsed):
+            raise CorruptionError("CURRENT is missing but the directory holds database files",
+                                  os.path.join(self.path, CURRENT))
+        logs = sorted(p[1] for p, _ in parsed
+                      if p is not None and p[0] == "log" and p[1] >= versions.log_number)
+        mem = Memtable(seed=len(logs) + 1)
+        mem_bytes = 0
+        last_seq = versions.last_seq
+        for i, number in enumerate(logs):
+            path = os.path.join(self.path, log_name(number))
+            result = read_log(path)
+            if result.dropped_bytes:
+                if i != len(logs) - 1:
+                    raise CorruptionError(f"log damaged ({result.reason}) and later logs exist",
+                                          path, result.stopped_at)
+                log.warning("%s: dropped a torn tail of %d bytes at offset %d (%s)", path,
+                            result.dropped_bytes, result.stopped_at, result.reason)
+                self.recovery["wal_dropped_bytes"] += result.dropped_bytes
+            for offset, payload in result.records:
+                try:
+                    seq, ops = decode_batch(payload)
+                except CorruptionError as exc:
+                    raise CorruptionError(str(exc), path, offset) from None
+                if ops:
+                    mem.add_batch(seq, ops)
+                    mem_bytes += sum(len(k) + len(v) for _, k, v in ops)
+                last_seq = max(last_seq, seq + len(ops) - 1)
+                self.recovery["wal_records"] += 1
+        versions.last_seq = last_seq
+        edit = VersionEdit(last_seq=last_seq)
+        if mem_bytes or mem.usage()[1]:
+            number = versions.new_file_number()
+            meta = self._write_memtable(mem, number)
+            if meta is not None:
+                edit.add(0, meta)
+        new_log = versions.new_file_number()
+        edit.log_number = new_log
+        # The new manifest is a snapshot including this edit: until CURRENT
+        # points at it, the old manifest and logs still describe the database.
+        versions.current = versions.current.apply(edit)
+        versions.live.add(versions.current)
+        versions.log_number = new_log
+        versions.start_manifest()
+        self._wal = self._new_wal(new_log)
+        self._last_seq = last_seq
+        self._mem_bytes = 0
+        self._imm = None
+        self._state = (Memtable(seed=new_log), None, versions.current)
+        self._delete_obsolete()
+
+    def _new_wal(self, number):
+        wal = LogWriter(os.path.join(self.path, log_name(number)), number)
+        fsync_dir(self.path)
+        return wal
+
+    def _write_memtable(self, mem, number):
+        """Writes a memtable to table `number`; None when it held nothing."""
+        self._pending_outputs.add(number)
+        merger = _core.Merger(1, compact=True)
+        merger.set_memtable(0, mem)
+        metas = compactions.build_tables(merger, [lambda: None], self.path, lambda: number,
+                                         self.options, 1 << 62)
+        return metas[0] if metas else None
+
+    # ---- writing --------------------------------------------------------------
+
+    def put(self, key, value):
+        if key.__class__ is not bytes or not key:
+            check_key(key)
+        if value.__class__ is not bytes:
+            check_value(value)
+        with self._write_lock:
+            if self._mem_bytes >= self._memtable_limit or self._l0_slow():
+                self._make_room()
+            elif self._closed:
+                raise ClosedError("the engine is closed")
+            seq = self._last_seq + 1
+            wal = self._wal
+            position = wal.add(encode_put(seq, key, value))
+            self._state[0].add(seq, KIND_VALUE, key, value)
+            self._last_seq = seq
+            self._mem_bytes += len(key) + len(value) + _ENTRY_OVERHEAD
+            self._counters["user_bytes"] += len(key) + len(value)
+        if self._sync:
+            wal.sync_to(position)
+
+    def delete(self, key):
+        check_key(key)
+        self._write_ops([(KIND_DELETE, key, b"")])
+
+    def write_batch(self, ops):
+        ops = [(KIND_VALUE if kind == "put" else KIND_DELETE, key, value or b"")
+               for kind, key, value in normalize_batch(ops)]
+        if ops:
+            self._write_ops(ops)
+
+    def _write_ops(self, ops):
+        size = sum(len(k) + len(v) for _, k, v in ops)
+        with self._write_lock:
+            if self._mem_bytes >= self._memtable_limit or self._l0_slow():
+                self._make_room()
+            elif self._closed:
+                raise ClosedError("the engine is closed")
+            seq = self._last_seq + 1
+            wal = self._wal
+            position = wal.add(encode_batch(seq, ops))
+            self._state[0].add_batch(seq, ops)
+            self._last_seq = seq + len(ops) - 1
+            self._mem_bytes += size + _ENTRY_OVERHEAD * len(ops)
+            self._counters["user_bytes"] += size
+        if self._sync:
+            wal.sync_to(position)
+
+    def _l0_slow(self):
+        return len(self._state[2].levels[0]) >= self._slowdown if self._state else False
+
+    def _make_room(self):
+        """Called with the write lock held: delays or stops the writer while
+        compaction is behind, and swaps in a fresh memtable when it is full."""
+        if self._closed:
+            raise ClosedError("the engine is closed")
+        delayed = False
+        while True:
+            self._raise_bg_error()
+            l0 = len(self._state[2].levels[0])
+            if l0 >= self._slowdown and not delayed and l0 < self.options["l0_stop_trigger"]:
+                # Slow each write a little rather than stop one for seconds.
+                delayed = True
+                self._counters["slowdowns"] += 1
+                started = time.monotonic()
+                self._schedule()
+                time.sleep(0.001)
+                self._counters["stall_seconds"] += time.monotonic() - started
+                continue
+            if self._mem_bytes < self._memtable_limit:
+                return
+            with self._cond:
+                if self._imm is not None or len(self._state[2].levels[0]) >= self.options["l0_stop_trigger"]:
+                    if self._worker is None:
+                        self._cond.release()
+                        try:
+                            self._do_background_work()
+                        finally:
+                            self._cond.acquire()
+                        continue
+                    started = time.monotonic()
+                    self._cond.wait(0.1)
+                    self._counters["stall_seconds"] += time.monotonic() - started
+                    continue
+                self._switch_memtable_locked()
+            self._schedule()
+            return
+
+    def _switch_memtable_locked(self):
+        number = self._versions.new_file_number()
+        new_wal = self._new_wal(number)
+        old_wal = self._wal
+        mem, _, version = self._state
+        self._imm = mem
+        self._imm_log = old_wal.number
+        self._wal = new_wal
+        self._mem_bytes = 0
+        self._state = (Memtable(seed=number), mem, version)
+        old_wal.close(sync=True)
+
+    def flush(self):
+        """Makes every acknowledged write durable (fsync of the log)."""
+        self._check_open()
+        self._wal.sync()
+
+    # ---- background work ------------------------------------------------------
+
+    def _schedule(self):
+        if self._worker is not None:
+            with self._cond:
+                self._cond.notify_all()
+        elif not self._closing:
+            self._do_background_work()
+
+    def _needs_work(self):
+        return self._imm is not None or (
+            self._state is not None
+            and compactions.needs_compaction(self._versions.current, self.options))
+
+    def _background_loop(self):
+        while True:
+            with self._cond:
+                while not self._closing and not self._needs_work() and self._bg_error is None:
+                    self._cond.wait()
+                if self._bg_error is not None or (self._closing and self._imm is None):
+                    return
+            try:
+                self._background_step()
+            except BaseException as exc:  # keep the error for writers to see
+                log.exception("background work failed in %s", self.path)
+                with self._cond:
+                    self._bg_error = exc
+                    self._cond.notify_all()
+                return
+
+    def _do_background_work(self):
+        while self._needs_work() and not self._closing:
+            self._background_step()
+
+    def _background_step(self):
+        if self._imm is not None:
+            self._flush_imm()
+        else:
+            with self._compaction_lock:
+                c = compactions.pick(self._versions.current, self.options,
+                                     self._versions.compact_pointers)
+                if c is not None:
+                    self._run_compaction(c)
+
+    def _raise_bg_error(self):
+        if self._bg_error is not None:
+            raise StorageIOError(errno.EIO, f"background work failed: {self._bg_error}")
+
+    def _flush_imm(self):
+        imm = self._imm
+        number = self._versions.new_file_number()
+        meta = self._write_memtable(imm, number)
+        edit = VersionEdit(log_number=self._wal.number, last_seq=self._last_seq)
+        if meta is not None:
+            edit.add(0, meta)
+            self._counters["flush_bytes"] += meta.size
+        with self._cond:
+            version = self._versions.log_and_apply(edit)
+            self._pending_outputs.discard(number)
+            self._imm = None
+            self._state = (self._state[0], None, version)
+            self._counters["flushes"] += 1
+            self._cond.notify_all()
+            self._delete_obsolete()
+
+    def _flush_imm_if_pending(self):
+        if self._imm is not None:
+            self._flush_imm()
+
+    def _run_compaction(self, c, allow_move=True):
+        versions = self._versions
+        if allow_move and c.is_trivial_move():
+            edit = VersionEdit()
+            f = c.inputs[0]
+            edit.delete(c.level, f.number)
+            edit.add(c.output_level, f)
+            edit.compact_pointers.append((c.level, f.largest))
+            with self._cond:
+                version = versions.log_and_apply(edit)
+                self._state = (self._state[0], self._state[1], version)
+                self._counters["trivial_moves"] += 1
+                self._cond.notify_all()
+            return
+
+        def new_number():
+            n = versions.new_file_number()
+            self._pending_outputs.add(n)
+            return n
+
+        between = self._flush_imm_if_pending if self._worker is not None else None
+        edit, metas, merge_stats = compactions.run(
+            c, self._tables.get, self.path, new_number, self.options, between)
+        edit.compact_pointers.append((c.level, max(f.largest for f in c.inputs)))
+        with self._cond:
+            version = versions.log_and_apply(edit)
+            self._state = (self._state[0], self._state[1], version)
+            for meta in metas:
+                self._pending_outputs.discard(meta.number)
+            self._counters["compactions"] += 1
+            self._counters["compaction_bytes"] += sum(m.size for m in metas)
+            self._counters["compaction_read_bytes"] += c.input_bytes()
+            self._counters["tombstones_dropped"] += merge_stats["tombstones_dropped"]
+            self._counters["versions_dropped"] += merge_stats["versions_dropped"]
+            self._cond.notify_all()
+            self._delete_obsolete()
+
+    def _delete_obsolete(self):
+        """Removes files no live version needs (called with the mutex held or at open)."""
+        versions = self._versions
+        live = versions.live_numbers() | self._pending_outputs
+        for name in os.listdir(self.path):
+            parsed = parse_name(name)
+            if parsed is None:
+                continue
+            kind, number = parsed
+            obsolete = (
+                (kind == "sst" and number not in live)
+                or (kind == "log" and number < versions.log_number
+                    and number != getattr(self, "_imm_log", None))
+                or (kind == "manifest" and number != versions.manifest_number)
+                or kind == "temp")
+            if obsolete:
+                if kind == "sst":
+                    self._tables.evict(number)
+                try:
+                    os.unlink(os.path.join(self.path, name))
+                except FileNotFoundError:
+                    pass
+
+    def compact(self, progress=None):
+        """A full manual compaction: flushes the memtable, then merges every
+        level into the next until all data sits in one level.  progress(done,
+        total) is called with input bytes after each step."""
+        self._check_open()
+        with self._write_lock:
+            with self._cond:
+                while self._imm is not None:
+                    if self._worker is None:
+                        break
+                    self._cond.wait(0.1)
+                if self._state[0].usage()[1]:
+                    if self._imm is not None:
+                        self._flush_imm()
+                    self._switch_memtable_locked()
+            if self._imm is not None:
+                self._flush_imm()
+        before = self._versions.current
+        total = sum(f.size for _, f in before.files())
+        done = 0
+        with self._compaction_lock:
+            for level in range(NUM_LEVELS - 1):
+                version = self._versions.current
+                if not version.levels[level]:
+                    continue
+                if level > 0 and not any(version.levels[lv] for lv in range(level + 1, NUM_LEVELS)):
+                    break  # everything already sits in this one level
+                c = compactions.setup(version, level, version.levels[level])
+                done += c.input_bytes()
+                self._run_compaction(c, allow_move=False)
+                if progress is not None:
+                    progress(min(done, total), total)
+        if progress is not None:
+            progress(total, total)
+        return {"bytes_in": total, "bytes_out": sum(f.size for _, f in self._versions.current.files())}
+
+    # ---- reading ----------------------------------------------------------------
+
+    def get(self, key):
+        if key.__class__ is not bytes or not key:
+            check_key(key)
+        snapshot = self._last_seq
+        state = self._state
+        if state is None:
+            raise ClosedError("the engine is closed")
+        mem, imm, version = state
+        found = mem.get(key, snapshot)
+        if found is None and imm is not None:
+            found = imm.get(key, snapshot)
+        if found is None:
+            tables = self._tables
+            for f in version.candidates(key):
+                found = tables.get(f).get(key, snapshot)
+                if found is not None:
+                    break
+            else:
+                return None
+        return found[1] if found[0] == KIND_VALUE else None
+
+    def scan(self, start=None, end=None, reverse=False):
+        check_bound("start", start)
+        check_bound("end", end)
+        snapshot = self._last_seq
+        state = self._state
+        if state is None:
+            raise ClosedError("the engine is closed")
+        mem, imm, version = state
+        if start is not None and end is not None and start >= end:
+            return iter(())
+        return scans.iterate(mem, imm, version, snapshot, self._tables.get, start, end, reverse)
+
+    # ---- closing, stats, checks -------------------------------------------------------
+
+    def _check_open(self):
+        if self._state is None:
+            raise ClosedError("the engine is closed")
+
+    def close(self):
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            with self._cond:
+                self._closing = True
+                self._cond.notify_all()
+        if self._worker is not None:
+            self._worker.join()
+        self._wal.close(sync=True)
+        self._versions.close()
+        self._state = None
+        self._tables.clear()
+        self._release_lock()
+
+    def stats(self):
+        self._check_open()
+        version = self._versions.current
+        c = dict(self._counters)
+        user = max(c["user_bytes"], 1)
+        levels = [{"level": i, "files": len(files), "bytes": sum(f.size for f in files)}
+                  for i, files in enumerate(version.levels)]
+        mem, imm, _ = self._state
+        return {
+            "engine": self.kind,
+            "levels": levels,
+            "files": sum(len(files) for files in version.levels),
+            "bytes": sum(level["bytes"] for level in levels),
+            "memtable_bytes": mem.usage()[0],
+            "immutable_memtable": imm is not None,
+            "last_sequence": self._last_seq,
+            "user_bytes_written": c["user_bytes"],
+            "flush_bytes_written": c["flush_bytes"],
+            "compaction_bytes_written": c["compaction_bytes"],
+            "write_amplification": (c["flush_bytes"] + c["compaction_bytes"]) / user,
+            "flushes": c["flushes"],
+            "compactions": c["compactions"],
+            "trivial_moves": c["trivial_moves"],
+            "tombstones_dropped": c["tombstones_dropped"],
+            "pending_compaction_bytes": compactions.pending_compaction_bytes(version, self.options),
+            "stall_seconds": round(c["stall_seconds"], 6),
+            "slowdowns": c["slowdowns"],
+            "bloom_useful": self._read_counters.bloom_useful,
+            "bloom_false_positive": self._read_counters.bloom_false_positive,
+            "block_cache": self._cache.stats(),
+            "open_tables": len(self._tables),
+            "wal_syncs": self._wal.syncs,
+            "recovery": dict(self.recovery),
+        }
+
+    def check(self):
+        """Verifies the manifest against the files, every block checksum, the
+        order of keys in every table and across each level, and the memtables."""
+        self._check_open()
+        mem, imm, version = self._state
+        mem.check()
+        if imm is not None:
+            imm.check()
+        try:
+            version.check()
+        except AssertionError as exc:
+            raise CorruptionError(f"version invariant broken: {exc}", self.path) from None
+        replay = VersionSet(self.path)
+        replay.recover()
+        on_disk = {f.number for _, f in replay.current.files()}
+        if on_disk != {f.number for _, f in self._versions.current.files()}:
+            raise CorruptionError("the manifest on disk disagrees with the version in memory",
+                                  self.path)
+        for level, f in version.files():
+            path = os.path.join(self.path, table_name(f.number))
+            if not os.path.exists(path):
+                raise CorruptionError(f"table {f.number} of level {level} is missing", path)
+            size = os.path.getsize(path)
+            if size != f.size:
+                raise CorruptionError(f"table {f.number} is {size} bytes, manifest says {f.size}", path)
+            table = Table(path, f.number)
+            try:
+                count = table.verify()
+                props = table.properties
+                if count != f.entries or props.get("smallest_key") != f.smallest \
+                        or props.get("largest_key") != f.largest:
+                    raise CorruptionError(f"table {f.number} does not match its manifest entry", path)
+            finally:
+                table.close()
+        self._cache.check()

@@ -1,0 +1,198 @@
+"""LevelDB's log format, used by the write-ahead log and the MANIFEST.
+
+The file is a run of 32 KiB blocks.  A record is split into fragments that
+never cross a block boundary; each fragment has a 7-byte header: masked
+CRC-32C (of the type byte and the data), fixed16 length, type (FULL, FIRST,
+MIDDLE, LAST).  A block tail shorter than a header is zero-filled.  A crash can
+only tear the end of the file; the reader stops there and says how many bytes it
+dropped, and refuses a file whose damage is followed by intact records."""
+import os
+import struct
+import threading
+
+from rldb._core import crc32c, mask_crc, unmask_crc
+from rldb.errors import CorruptionError, StorageIOError
+
+BLOCK_SIZE = 32768
+HEADER_SIZE = 7
+FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
+_HEADER = struct.Struct("<IHB")
+_TYPE_CRC = {t: crc32c(bytes([t])) for t in (FULL, FIRST, MIDDLE, LAST)}
+
+
+def frame(payload, block_offset):
+    """(bytes to append for payload, block offset after them)."""
+    out = []
+    pos, n = 0, len(payload)
+    first = True
+    while True:
+        left = BLOCK_SIZE - block_offset
+        if left < HEADER_SIZE:
+            out.append(b"\x00" * left)
+            block_offset, left = 0, BLOCK_SIZE
+        take = min(n - pos, left - HEADER_SIZE)
+        end = pos + take == n
+        kind = FULL if first and end else FIRST if first else LAST if end else MIDDLE
+        fragment = payload[pos:pos + take]
+        crc = mask_crc(crc32c(fragment, _TYPE_CRC[kind]))
+        out.append(_HEADER.pack(crc, take, kind))
+        out.append(fragment)
+        block_offset += HEADER_SIZE + take
+        pos += take
+        first = False
+        if end:
+            return b"".join(out), block_offset
+
+
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class LogWriter:
+    """Appends records to a log file with os.write (so a process crash loses
+    nothing written); fsync is separate so that threads can share one
+    (group commit: sync_to returns at once when another thread's fsync already
+    covered this writer's bytes)."""
+
+    def __init__(self, path, number=None):
+        self.path = path
+        self.number = number
+        try:
+            self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self.written = os.fstat(self._fd).st_size
+        except OSError as exc:
+            raise StorageIOError(exc.errno, f"cannot open log {path}: {exc.strerror}") from None
+        self._block_offset = self.written % BLOCK_SIZE
+        self._synced = self.written
+        self._sync_lock = threading.Lock()
+        self.syncs = 0
+
+    def add(self, payload):
+        """Appends one record; returns the file position after it."""
+        data, self._block_offset = frame(payload, self._block_offset)
+        try:
+            _write_all(self._fd, data)
+        except OSError as exc:
+            raise StorageIOError(exc.errno, f"write to {self.path} failed: {exc.strerror}") from None
+        self.written += len(data)
+        return self.written
+
+    def sync_to(self, position):
+        """Returns once every byte before position is on stable storage."""
+        if self._synced >= position:
+            return
+        with self._sync_lock:
+            if self._synced >= position or self._fd is None:
+                return
+            target = self.written
+            try:
+                os.fdatasync(self._fd)
+            except OSError as exc:
+                raise StorageIOError(exc.errno, f"fsync of {self.path} failed: {exc.strerror}") from None
+            self.syncs += 1
+            self._synced = target
+
+    def sync(self):
+        self.sync_to(self.written)
+
+    def close(self, sync=True):
+        with self._sync_lock:
+            if self._fd is None:
+                return
+            try:
+                if sync:
+                    os.fdatasync(self._fd)
+                    self._synced = self.written
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+
+class LogReadResult:
+    """What a log held: the records, and where and why reading stopped early."""
+
+    def __init__(self):
+        self.records = []          # (offset, payload)
+        self.dropped_bytes = 0
+        self.stopped_at = None
+        self.reason = None
+
+
+def _parse(data, start):
+    """Yields (offset, payload) from start; stops at the first fault with
+    (None, (offset, reason))."""
+    pos = start
+    n = len(data)
+    parts = []
+    record_start = None
+    while pos < n:
+        left = BLOCK_SIZE - pos % BLOCK_SIZE
+        if left < HEADER_SIZE:
+            pos += left
+            continue
+        if n - pos < HEADER_SIZE:
+            yield None, (pos, "truncated fragment header")
+            return
+        masked, length, kind = _HEADER.unpack_from(data, pos)
+        if kind == 0 and length == 0 and masked == 0:
+            yield None, (pos, "zero-filled space")
+            return
+        if length > left - HEADER_SIZE or pos + HEADER_SIZE + length > n:
+            yield None, (pos, "fragment runs past its block or the file")
+            return
+        fragment = data[pos + HEADER_SIZE:pos + HEADER_SIZE + length]
+        if kind not in _TYPE_CRC or crc32c(fragment, _TYPE_CRC[kind]) != unmask_crc(masked):
+            yield None, (pos, "checksum mismatch")
+            return
+        if kind in (FULL, FIRST):
+            if parts:
+                yield None, (record_start, "record missing its last fragment")
+                return
+            record_start = pos
+        elif not parts:
+            yield None, (pos, "fragment without a first fragment")
+            return
+        parts.append(fragment)
+        pos += HEADER_SIZE + length
+        if kind in (FULL, LAST):
+            yield record_start, b"".join(parts)
+            parts = []
+    if parts:
+        yield None, (record_start, "record missing its last fragment")
+
+
+def _intact_record_after(data, pos):
+    """True when a whole record with a good checksum starts at a block boundary
+    after pos: the damage is then in the middle of the log, not a torn tail."""
+    block = pos // BLOCK_SIZE + 1
+    while block * BLOCK_SIZE < len(data):
+        for offset, payload in _parse(data, block * BLOCK_SIZE):
+            if offset is not None:
+                return True
+            break
+        block += 1
+    return False
+
+
+def read_log(path):
+    """Every intact record of the log at path.  A damaged tail is dropped (and
+    reported); damage followed by intact records raises CorruptionError."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise StorageIOError(exc.errno, f"cannot read {path}: {exc.strerror}") from None
+    result = LogReadResult()
+    for offset, payload in _parse(data, 0):
+        if offset is None:
+            stop, reason = payload
+            if _intact_record_after(data, stop):
+                raise CorruptionError(f"log damaged ({reason}) before intact records", path, stop)
+            result.stopped_at, result.reason = stop, reason
+            result.dropped_bytes = len(data) - stop
+            break
+        result.records.append((offset, payload))
+    return result

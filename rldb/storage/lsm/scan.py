@@ -1,0 +1,51 @@
+"""Ordered iteration over a consistent snapshot of the whole tree.
+
+The memtables and one source per L0 table and per deeper level feed the C
+merge (csrc/merge.c); this module only hands it blocks, in order, as it asks."""
+from rldb import _core
+from rldb.storage.lsm.options import NUM_LEVELS
+
+
+def _table_blocks(tables, start, end, reverse):
+    """Blocks of consecutive tables from the one holding the bound onwards."""
+    for table in tables:
+        index = table.index
+        if index.count == 0:
+            continue
+        if reverse:
+            first = index.count - 1 if end is None else min(index.search(end), index.count - 1)
+        else:
+            first = 0 if start is None else index.search(start)
+        yield from table.blocks(first, reverse)
+
+
+def _in_range(f, start, end):
+    return (start is None or f.largest >= start) and (end is None or f.smallest < end)
+
+
+def iterate(mem, imm, version, snapshot, open_table, start, end, reverse):
+    """Yields (key, value) for start <= key < end at snapshot."""
+    memtables = [m for m in (mem, imm) if m is not None]
+    groups = [[f] for f in version.levels[0] if _in_range(f, start, end)]
+    for level in range(1, NUM_LEVELS):
+        files = [f for f in version.levels[level] if _in_range(f, start, end)]
+        if files:
+            groups.append(files[::-1] if reverse else files)
+    merger = _core.Merger(len(memtables) + len(groups), reverse=reverse, snapshot=snapshot,
+                          start=start, end=end)
+    for i, m in enumerate(memtables):
+        merger.set_memtable(i, m)
+    feeds = [_table_blocks((open_table(f) for f in group), start, end, reverse)
+             for group in groups]
+    base = len(memtables)
+    while True:
+        status, need, entries = merger.scan()
+        yield from entries
+        if status == _core.MERGE_DONE:
+            return
+        if status == _core.MERGE_NEED_DATA:
+            block = next(feeds[need - base], None)
+            if block is None:
+                merger.set_done(need)
+            else:
+                merger.set_block(need, block)
