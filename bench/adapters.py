@@ -152,7 +152,9 @@ class Rocksdict(Adapter):
         table = BlockBasedOptions()
         table.set_bloom_filter(10, False)  # 10 bits per key, full filters
         opts.set_block_based_table_factory(table)
-        self.db = Rdict(path, opts)  # WAL on, sync off: the default write options
+        # The default column family's options are named again: an existing database
+        # otherwise reopens with a default table factory, i.e. without the bloom filter.
+        self.db = Rdict(path, opts, column_families={"default": opts})  # WAL on, sync off
         self.get = self.db.get
         self.put = self.db.put
         self._sync = WriteOptions()
@@ -359,19 +361,22 @@ def rldb_name(kind):
 
 
 def engine_factories(rldb_options=None):
-    """{name: zero-argument adapter factory}: every rldb kind (from engine_kinds(),
-    so new kinds join automatically), then every installed peer.  rldb_options
-    maps a kind to the options it is opened with."""
+    """{name: zero-argument adapter factory}, in run order: every rldb kind (from
+    engine_kinds(), so new kinds join automatically) and every installed peer, the
+    in-memory stores first.  rldb_options maps a kind to the options it is opened with.
+
+    The in-memory stores run first and one after another because their figures are
+    the most sensitive to the heap that earlier engines leave behind, and they are
+    the ones compared with each other (the memory engine's targets)."""
     rldb_options = rldb_options or {}
-    out = {}
+    entries = []
     for kind in engine_kinds():
         name = rldb_name(kind)
-        out[name] = (lambda kind=kind, name=name:
-                     RldbAdapter(kind, name=name, **rldb_options.get(kind, {})))
-    for peer in PEERS:
-        if peer.available():
-            out[peer.name] = peer
-    return out
+        factory = (lambda kind=kind, name=name:
+                   RldbAdapter(kind, name=name, **rldb_options.get(kind, {})))
+        entries.append((name, factory, kind not in IN_MEMORY_KINDS))
+    entries += [(peer.name, peer, peer.persistent) for peer in PEERS if peer.available()]
+    return {name: factory for name, factory, persistent in sorted(entries, key=lambda e: e[2])}
 
 
 def missing_peers():

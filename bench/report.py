@@ -117,7 +117,7 @@ def filesystem(path):
 
 def preamble(workload, rounds, root, skipped=()):
     lines = [f"rldb storage-engine benchmark: N={workload.n:,} keys (16-byte keys, 100-byte values), "
-             f"{rounds} rounds per phase, seed {workload.seed}",
+             f"rounds per phase: {rounds}, seed {workload.seed}",
              f"data under {root} ({filesystem(root)})"]
     if skipped:
         lines.append(f"not installed, skipped: {', '.join(skipped)}")
