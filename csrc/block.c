@@ -11,10 +11,37 @@
 int rldb_block_verify(const uint8_t *data, size_t len) {
     if (len < RLDB_BLOCK_TRAILER) return RLDB_ERR_CORRUPT;
     size_t n = len - RLDB_BLOCK_TRAILER;
-    if (data[n] != 0) return RLDB_ERR_CORRUPT;  /* unknown block type */
     uint32_t expected = rldb_crc32c_unmask(load32le(data + n + 1));
     if (rldb_crc32c_extend(0, data, n + 1) != expected) return RLDB_ERR_CHECKSUM;
+    if (data[n] != RLDB_BLOCK_RAW && data[n] != RLDB_BLOCK_SNAPPY) return RLDB_ERR_CORRUPT;
     return RLDB_OK;
+}
+
+/* Verifies a stored block (contents + trailer) and gives the size of its
+ * contents once uncompressed. */
+int rldb_block_contents_size(const uint8_t *data, size_t len, size_t *size) {
+    int rc = rldb_block_verify(data, len);
+    if (rc != RLDB_OK) return rc;
+    size_t n = len - RLDB_BLOCK_TRAILER;
+    if (data[n] == RLDB_BLOCK_RAW) {
+        *size = n;
+        return RLDB_OK;
+    }
+    return rldb_snappy_uncompressed_length(data, n, size);
+}
+
+/* Writes the contents of a verified stored block to out (cap from
+ * rldb_block_contents_size), decompressing when needed. */
+int rldb_block_unwrap(const uint8_t *data, size_t len, uint8_t *out, size_t cap, size_t *out_len) {
+    if (len < RLDB_BLOCK_TRAILER) return RLDB_ERR_CORRUPT;
+    size_t n = len - RLDB_BLOCK_TRAILER;
+    if (data[n] == RLDB_BLOCK_RAW) {
+        if (n > cap) return RLDB_ERR_BUFFER_TOO_SMALL;
+        memcpy(out, data, n);
+        *out_len = n;
+        return RLDB_OK;
+    }
+    return rldb_snappy_decompress(data, n, out, cap, out_len);
 }
 
 int rldb__block_open(rldb__block *b, const uint8_t *data, size_t len) {

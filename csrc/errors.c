@@ -15,6 +15,7 @@ static const char *const messages[] = {
     "out of memory",
     "not supported on this machine",
     "checksum mismatch",
+    "system call failed",
 };
 
 const char *rldb_version(void) { return RLDB_VERSION; }

@@ -20,7 +20,8 @@ enum rldb_rc {
     RLDB_ERR_NO_MEMORY = -6,
     RLDB_ERR_NOT_SUPPORTED = -7,
     RLDB_ERR_CHECKSUM = -8,       /* a stored checksum does not match its data */
-    RLDB_ERR_LAST = -9
+    RLDB_ERR_IO = -9,             /* a system call failed; the caller has errno */
+    RLDB_ERR_LAST = -10
 };
 
 /* Version of the package this module was built for, e.g. "0.1.0". */
@@ -92,14 +93,37 @@ void rldb_memtable_usage(const rldb_memtable *mt, size_t *memory, size_t *count,
                          size_t *data_bytes);
 int rldb_memtable_check(const rldb_memtable *mt);
 
+/* ---- log writer (WAL and MANIFEST framing, LevelDB's log format) ------- */
+typedef struct rldb_log_writer rldb_log_writer;
+/* Appends to fd, which the caller owns; file_size is where the file ends now. */
+rldb_log_writer *rldb_log_writer_new(int fd, uint64_t file_size);
+void rldb_log_writer_free(rldb_log_writer *w);
+int rldb_log_add(rldb_log_writer *w, const uint8_t *payload, size_t len);
+/* One put (kind 1) or delete (kind 0): WAL record then memtable insert. */
+int rldb_log_put(rldb_log_writer *w, rldb_memtable *mt, uint64_t seq, int kind,
+                 const uint8_t *key, size_t klen, const uint8_t *value, size_t vlen);
+uint64_t rldb_log_written(const rldb_log_writer *w);
+int rldb_log_errno(const rldb_log_writer *w);
+
 /* ---- SSTable blocks and tables ------------------------------------------ */
 #define RLDB_BLOCK_TRAILER 5
+#define RLDB_BLOCK_RAW 0
+#define RLDB_BLOCK_SNAPPY 1
 #define RLDB_FOOTER_SIZE 64
 #define RLDB_TABLE_FORMAT 1
 #define RLDB_TABLE_MAGIC 0x3130747373626472ULL
 
 /* Checks the trailer (type byte and masked CRC-32C) of contents + trailer. */
 int rldb_block_verify(const uint8_t *data, size_t len);
+/* Verifies, then gives the contents' uncompressed size / writes them out. */
+int rldb_block_contents_size(const uint8_t *data, size_t len, size_t *size);
+int rldb_block_unwrap(const uint8_t *data, size_t len, uint8_t *out, size_t cap, size_t *out_len);
+
+/* Snappy (raw format) compression of blocks. */
+size_t rldb_snappy_max_compressed(size_t n);
+int rldb_snappy_compress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap, size_t *out_len);
+int rldb_snappy_uncompressed_length(const uint8_t *src, size_t n, size_t *len);
+int rldb_snappy_decompress(const uint8_t *src, size_t n, uint8_t *dst, size_t cap, size_t *out_len);
 /* 1 with the trailer and value of the newest version <= snapshot, 0 if absent. */
 int rldb_block_get(const uint8_t *data, size_t len, const uint8_t *key, size_t klen,
                    uint64_t snapshot, rldb_found *found);
@@ -117,11 +141,11 @@ int rldb_footer_decode(const uint8_t *footer, size_t len, uint64_t file_size, ui
 
 typedef struct {
     uint64_t entries, deletions, data_blocks, raw_key_bytes, raw_value_bytes;
-    uint64_t filter_bytes, index_bytes;
+    uint64_t filter_bytes, index_bytes, compressed_blocks;
 } rldb_tb_stats;
 typedef struct rldb_table_builder rldb_table_builder;
 rldb_table_builder *rldb_tb_new(uint32_t block_size, uint32_t restart_interval,
-                                uint32_t bits_per_key);
+                                uint32_t bits_per_key, int compression);
 void rldb_tb_free(rldb_table_builder *tb);
 int rldb_tb_add(rldb_table_builder *tb, const uint8_t *ikey, size_t iklen,
                 const uint8_t *value, size_t vlen);
@@ -134,6 +158,54 @@ int rldb_tb_key_range(const rldb_table_builder *tb, const uint8_t **first, size_
 /* Completes the table; *file points at the whole file, owned by the builder. */
 int rldb_tb_finish(rldb_table_builder *tb, const uint8_t *props, size_t props_len,
                    const uint8_t **file, size_t *file_len);
+
+/* ---- point lookups over the whole tree (reader.c) ----------------------- */
+#define RLDB_MAX_LEVELS 7
+#define RLDB_INLINE_VALUE 1024
+#define RLDB_GET_NOT_FOUND 0
+#define RLDB_GET_FOUND 1
+#define RLDB_GET_NEED_BLOCK 2
+#define RLDB_GET_TOO_BIG 3
+typedef struct {
+    uint64_t capacity, bytes, blocks, hits, misses, evictions;
+    uint64_t bloom_useful, bloom_false_positive;
+} rldb_cache_stats;
+typedef struct rldb_cache rldb_cache;
+rldb_cache *rldb_cache_new(size_t capacity);
+void rldb_cache_free(rldb_cache *c);
+/* 1 cached, 0 not cacheable (too big), <0 bad checksum; data includes the trailer. */
+int rldb_cache_insert(rldb_cache *c, uint64_t table, uint32_t block, const uint8_t *data, size_t len);
+void rldb_cache_erase_table(rldb_cache *c, uint64_t table, uint32_t nblocks);
+void rldb_cache_get_stats(rldb_cache *c, rldb_cache_stats *st);
+int rldb_cache_check(rldb_cache *c);
+
+typedef struct rldb_table rldb_table;
+/* NULL when the index block does not decode. */
+rldb_table *rldb_table_new(uint64_t number, const uint8_t *filter, size_t filter_len,
+                           const uint8_t *index, size_t index_len);
+void rldb_table_free(rldb_table *t);
+
+typedef struct rldb_levels rldb_levels;
+rldb_levels *rldb_levels_new(void);
+void rldb_levels_free(rldb_levels *v);
+int rldb_levels_add(rldb_levels *v, int level, rldb_table *t, const uint8_t *smallest,
+                     size_t slen, const uint8_t *largest, size_t llen);
+
+typedef struct {
+    uint64_t trailer;       /* of the version found */
+    size_t vlen;
+    uint32_t where;         /* 0: a memtable, else the candidate table's ordinal */
+    uint32_t resume;        /* pass back after NEED_BLOCK */
+    uint64_t need_table, need_offset, need_size;
+    uint32_t need_block;
+    char value[RLDB_INLINE_VALUE];
+} rldb_get_result;
+/* FOUND (a tombstone when trailer & 0xff == 0), NOT_FOUND, NEED_BLOCK (read
+ * need_* into the cache and call again with resume), TOO_BIG (value longer
+ * than the inline buffer: read it another way), or <0. */
+int rldb_get(rldb_memtable *mem, rldb_memtable *imm, rldb_levels *v, rldb_cache *c,
+             const uint8_t *key, size_t klen, uint64_t snapshot, uint32_t resume,
+             rldb_get_result *r);
 
 /* ---- k-way merge ---------------------------------------------------------- */
 #define RLDB_MERGE_SCAN 0

@@ -69,16 +69,20 @@ struct rldb_table_builder {
     rbuf first_key, last_key;
     uint32_t block_size;
     uint32_t bits_per_key;
+    int compression;
+    rbuf scratch;         /* compressed block */
     int finished;
     rldb_tb_stats stats;
 };
 
 rldb_table_builder *rldb_tb_new(uint32_t block_size, uint32_t restart_interval,
-                                uint32_t bits_per_key) {
-    if (block_size < 64 || restart_interval < 1 || bits_per_key < 1 || bits_per_key > 64)
+                                uint32_t bits_per_key, int compression) {
+    if (block_size < 64 || restart_interval < 1 || bits_per_key < 1 || bits_per_key > 64 ||
+        (compression != RLDB_BLOCK_RAW && compression != RLDB_BLOCK_SNAPPY))
         return NULL;
     rldb_table_builder *tb = calloc(1, sizeof(*tb));
     if (!tb) return NULL;
+    tb->compression = compression;
     tb->block_size = block_size;
     tb->bits_per_key = bits_per_key;
     tb->data.interval = restart_interval;
@@ -94,14 +98,15 @@ void rldb_tb_free(rldb_table_builder *tb) {
     rbuf_free(&tb->hashes);
     rbuf_free(&tb->first_key);
     rbuf_free(&tb->last_key);
+    rbuf_free(&tb->scratch);
     free(tb);
 }
 
-/* Writes contents + trailer (type 0, masked CRC-32C) to out. */
-static int write_block(rbuf *out, const uint8_t *contents, size_t len, uint64_t *offset,
-                       uint64_t *size) {
+/* Writes contents + trailer (type, masked CRC-32C) to out. */
+static int write_block_as(rbuf *out, const uint8_t *contents, size_t len, uint8_t type,
+                          uint64_t *offset, uint64_t *size) {
     uint8_t trailer[RLDB_BLOCK_TRAILER];
-    trailer[0] = 0;
+    trailer[0] = type;
     uint32_t crc = rldb_crc32c_extend(rldb_crc32c_extend(0, contents, len), trailer, 1);
     store32le(trailer + 1, rldb_crc32c_mask(crc));
     *offset = out->len;
@@ -111,12 +116,34 @@ static int write_block(rbuf *out, const uint8_t *contents, size_t len, uint64_t 
     return RLDB_OK;
 }
 
+static int write_block(rbuf *out, const uint8_t *contents, size_t len, uint64_t *offset,
+                       uint64_t *size) {
+    return write_block_as(out, contents, len, RLDB_BLOCK_RAW, offset, size);
+}
+
+/* A data block is stored compressed when that saves at least an eighth. */
+static int write_data_block(rldb_table_builder *tb, const uint8_t *contents, size_t len,
+                            uint64_t *offset, uint64_t *size) {
+    if (tb->compression == RLDB_BLOCK_SNAPPY) {
+        size_t max = rldb_snappy_max_compressed(len), clen;
+        tb->scratch.len = 0;
+        if (rbuf_reserve(&tb->scratch, max)) return RLDB_ERR_NO_MEMORY;
+        int rc = rldb_snappy_compress(contents, len, tb->scratch.data, max, &clen);
+        if (rc != RLDB_OK) return rc;
+        if (clen < len - len / 8) {
+            tb->stats.compressed_blocks++;
+            return write_block_as(&tb->out, tb->scratch.data, clen, RLDB_BLOCK_SNAPPY, offset, size);
+        }
+    }
+    return write_block(&tb->out, contents, len, offset, size);
+}
+
 static int flush_data_block(rldb_table_builder *tb) {
     if (tb->data.entries == 0) return RLDB_OK;
     int rc = bb_finish(&tb->data);
     if (rc != RLDB_OK) return rc;
     uint64_t off, size;
-    rc = write_block(&tb->out, tb->data.data.data, tb->data.data.len, &off, &size);
+    rc = write_data_block(tb, tb->data.data.data, tb->data.data.len, &off, &size);
     if (rc != RLDB_OK) return rc;
     uint8_t handle[2 * RLDB_VARINT64_MAX];
     int n = rldb_varint_encode(off, handle);

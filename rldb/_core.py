@@ -4,6 +4,8 @@ No other module imports the native module: this one turns every return code
 into an exception, converts Python objects to C buffers, and refuses a compiled
 module built for another version of the package (a stale build after an
 upgrade would otherwise read or write formats it does not understand)."""
+import os
+import threading
 from array import array
 from struct import iter_unpack as _iter_unpack
 
@@ -247,11 +249,50 @@ FOOTER_SIZE = lib.RLDB_FOOTER_SIZE
 TABLE_FORMAT = lib.RLDB_TABLE_FORMAT
 
 
+BLOCK_RAW = lib.RLDB_BLOCK_RAW
+BLOCK_SNAPPY = lib.RLDB_BLOCK_SNAPPY
+COMPRESSION = {"none": BLOCK_RAW, "snappy": BLOCK_SNAPPY}
+
+
 def verify_block(data):
     """Raises CorruptionError unless data (contents + trailer) has a good checksum."""
     rc = lib.rldb_block_verify(_buffer(data), len(data))
     if rc:
         raise error_for(rc, "block")
+
+
+def unwrap_block(data):
+    """The contents of a stored block (contents + trailer): checksum verified,
+    decompressed when it was stored compressed."""
+    size = ffi.new("size_t *")
+    buf = _buffer(data)
+    rc = lib.rldb_block_contents_size(buf, len(data), size)
+    if rc:
+        raise error_for(rc, "block")
+    if data[-BLOCK_TRAILER] == BLOCK_RAW:
+        return bytes(data[:-BLOCK_TRAILER])
+    out = ffi.new("uint8_t[]", max(size[0], 1))
+    rc = lib.rldb_block_unwrap(buf, len(data), out, size[0], size)
+    if rc:
+        raise error_for(rc, "compressed block")
+    return ffi.unpack(ffi.cast("char *", out), size[0])
+
+
+def snappy_compress(data):
+    cap = lib.rldb_snappy_max_compressed(len(data))
+    out = ffi.new("uint8_t[]", cap)
+    n = ffi.new("size_t *")
+    _check(lib.rldb_snappy_compress(_buffer(data), len(data), out, cap, n), "compress")
+    return ffi.unpack(ffi.cast("char *", out), n[0])
+
+
+def snappy_decompress(data):
+    size = ffi.new("size_t *")
+    buf = _buffer(data)
+    _check(lib.rldb_snappy_uncompressed_length(buf, len(data), size), "compressed data")
+    out = ffi.new("uint8_t[]", max(size[0], 1))
+    _check(lib.rldb_snappy_decompress(buf, len(data), out, size[0], size), "compressed data")
+    return ffi.unpack(ffi.cast("char *", out), size[0])
 
 
 def decode_footer(footer, file_size):
@@ -340,12 +381,15 @@ class TableBuilder:
 
     __slots__ = ("_tb", "_finished")
 
-    def __init__(self, block_size=4096, restart_interval=16, bits_per_key=10):
-        tb = lib.rldb_tb_new(block_size, restart_interval, bits_per_key)
+    def __init__(self, block_size=4096, restart_interval=16, bits_per_key=10,
+                 compression="snappy"):
+        tb = lib.rldb_tb_new(block_size, restart_interval, bits_per_key,
+                             COMPRESSION.get(compression, -1))
         if tb == ffi.NULL:
             raise InvalidArgumentError(
                 f"bad table options: block_size={block_size} (>= 64), "
-                f"restart_interval={restart_interval} (>= 1), bits_per_key={bits_per_key} (1..64)")
+                f"restart_interval={restart_interval} (>= 1), bits_per_key={bits_per_key} "
+                f"(1..64), compression={compression!r} (one of {', '.join(COMPRESSION)})")
         self._tb = ffi.gc(tb, lib.rldb_tb_free)
         self._finished = None
 
@@ -362,7 +406,7 @@ class TableBuilder:
         lib.rldb_tb_get_stats(self._tb, st)
         return {name: getattr(st, name) for name in (
             "entries", "deletions", "data_blocks", "raw_key_bytes", "raw_value_bytes",
-            "filter_bytes", "index_bytes")}
+            "filter_bytes", "index_bytes", "compressed_blocks")}
 
     def key_range(self):
         """(first internal key, last internal key)."""
@@ -464,3 +508,147 @@ class Merger:
         lib.rldb_merger_get_stats(self._m, st)
         return {name: getattr(st, name) for name in (
             "entries_read", "entries_written", "versions_dropped", "tombstones_dropped")}
+
+
+# ---- log writer ----------------------------------------------------------------------
+
+
+class LogFramer:
+    """Frames records in LevelDB's log format and write(2)s them to fd (owned by
+    the caller); put() also inserts the op into a memtable, in one C call."""
+
+    __slots__ = ("_w", "_errno")
+
+    def __init__(self, fd, file_size):
+        w = lib.rldb_log_writer_new(fd, file_size)
+        if w == ffi.NULL:
+            raise MemoryError("cannot allocate a log writer")
+        self._w = ffi.gc(w, lib.rldb_log_writer_free)
+
+    def _fail(self, rc, what):
+        if rc == lib.RLDB_ERR_IO:
+            code = lib.rldb_log_errno(self._w)
+            raise OSError(code, os.strerror(code))
+        raise error_for(rc, what)
+
+    def add(self, payload):
+        rc = lib.rldb_log_add(self._w, payload, len(payload))
+        if rc:
+            self._fail(rc, "log append")
+
+    def put(self, memtable, seq, kind, key, value):
+        rc = lib.rldb_log_put(self._w, memtable._mt, seq, kind, key, len(key), value, len(value))
+        if rc:
+            self._fail(rc, "log append")
+
+    def written(self):
+        return lib.rldb_log_written(self._w)
+
+
+# ---- point lookups: block cache, table metadata, levels ----------------------------------------
+
+GET_NOT_FOUND = lib.RLDB_GET_NOT_FOUND
+GET_FOUND = lib.RLDB_GET_FOUND
+GET_NEED_BLOCK = lib.RLDB_GET_NEED_BLOCK
+GET_TOO_BIG = lib.RLDB_GET_TOO_BIG
+MAX_LEVELS = lib.RLDB_MAX_LEVELS
+
+
+class BlockCache:
+    """The C LRU cache of verified data blocks, bounded in bytes."""
+
+    __slots__ = ("_c", "capacity")
+
+    def __init__(self, capacity):
+        c = lib.rldb_cache_new(capacity)
+        if c == ffi.NULL:
+            raise MemoryError("cannot allocate the block cache")
+        self._c = ffi.gc(c, lib.rldb_cache_free)
+        self.capacity = capacity
+
+    def insert(self, table, block, data):
+        """Verifies data (contents + trailer) and caches it; False when too big."""
+        rc = lib.rldb_cache_insert(self._c, table, block, _buffer(data), len(data))
+        if rc < 0:
+            raise error_for(rc, "block")
+        return rc == 1
+
+    def erase_table(self, table, nblocks):
+        lib.rldb_cache_erase_table(self._c, table, nblocks)
+
+    def stats(self):
+        st = ffi.new("rldb_cache_stats *")
+        lib.rldb_cache_get_stats(self._c, st)
+        return {name: getattr(st, name) for name in (
+            "capacity", "bytes", "blocks", "hits", "misses", "evictions",
+            "bloom_useful", "bloom_false_positive")}
+
+    def check(self):
+        _check(lib.rldb_cache_check(self._c), "block cache check")
+
+
+class TableMeta:
+    """What point lookups need of one table, in C memory: filter and index."""
+
+    __slots__ = ("_t", "number")
+
+    def __init__(self, number, bloom_filter, index_block):
+        t = lib.rldb_table_new(number, bloom_filter, len(bloom_filter), _buffer(index_block),
+                               len(index_block))
+        if t == ffi.NULL:
+            raise CorruptionError("index block does not decode")
+        self._t = ffi.gc(t, lib.rldb_table_free)
+        self.number = number
+
+
+class Levels:
+    """The tables of one version, for rldb_get; keeps its TableMetas alive."""
+
+    __slots__ = ("_lv", "_held")
+
+    def __init__(self):
+        lv = lib.rldb_levels_new()
+        if lv == ffi.NULL:
+            raise MemoryError("cannot allocate levels")
+        self._lv = ffi.gc(lv, lib.rldb_levels_free)
+        self._held = []
+
+    def add(self, level, meta, smallest, largest):
+        self._held.append(meta)
+        _check(lib.rldb_levels_add(self._lv, level, meta._t, smallest, len(smallest),
+                                   largest, len(largest)), "levels")
+
+
+_tls = threading.local()
+SLOW_PATH = object()  # tree_get's answer when the value is too big for its buffer
+
+
+def tree_get(mem, imm, levels, cache, key, snapshot, read_block):
+    """A point lookup over memtables and tables: None when absent, (kind, value)
+    when found, or SLOW_PATH when the value must be read another way.
+    read_block(table, block, offset, size) returns a block with its trailer."""
+    try:
+        r = _tls.result
+    except AttributeError:
+        r = _tls.result = ffi.new("rldb_get_result *")
+    imm_mt = imm._mt if imm is not None else ffi.NULL
+    resume = 0
+    while True:
+        rc = lib.rldb_get(mem._mt, imm_mt, levels._lv, cache._c, key, len(key), snapshot,
+                          resume, r)
+        if rc == GET_FOUND:
+            if r.trailer & 0xFF:
+                return KIND_VALUE, ffi.unpack(r.value, r.vlen)
+            return KIND_DELETE, b""
+        if rc == GET_NOT_FOUND:
+            return None
+        if rc == GET_NEED_BLOCK:
+            table, block = r.need_table, r.need_block
+            data = read_block(table, block, r.need_offset, r.need_size)
+            if not cache.insert(table, block, data):
+                return SLOW_PATH
+            resume = r.resume
+            continue
+        if rc == GET_TOO_BIG:
+            return SLOW_PATH
+        raise error_for(rc, "lookup")

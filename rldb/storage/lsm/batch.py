@@ -15,11 +15,6 @@ def _varint(n):
     return _SMALL[n] if n < 128 else encode_varint(n)
 
 
-def encode_put(seq, key, value):
-    return b"".join((_HEAD.pack(seq, 1), b"\x01", _varint(len(key)), key,
-                     _varint(len(value)), value))
-
-
 def encode_batch(seq, ops):
     """ops: (kind, key, value) with kind 1 put / 0 delete."""
     parts = [_HEAD.pack(seq, len(ops))]

@@ -123,7 +123,8 @@ def build_tables(merger, feeders, dirname, new_number, options, max_file_size,
     while True:
         if builder is None:
             number = new_number()
-            builder = _core.TableBuilder(options["block_size"], options["restart_interval"], bits)
+            builder = _core.TableBuilder(options["block_size"], options["restart_interval"], bits,
+                                         options["compression"])
         status, need = merger.compact(builder, max_file_size)
         if status == _core.MERGE_NEED_DATA:
             block = feeders[need]()
@@ -145,7 +146,7 @@ def block_feeder(tables):
     """A function returning the blocks of tables in order, one per call (not cached)."""
     def blocks():
         for table in tables:
-            yield from table.blocks(fill_cache=False)
+            yield from table.blocks()
     it = blocks()
     return lambda: next(it, None)
 

@@ -32,12 +32,11 @@ from rldb.storage.engine import (
 )
 from rldb.storage.lsm import compaction as compactions
 from rldb.storage.lsm import scan as scans
-from rldb.storage.lsm.batch import decode_batch, encode_batch, encode_put
-from rldb.storage.lsm.cache import BlockCache
+from rldb.storage.lsm.batch import decode_batch, encode_batch
 from rldb.storage.lsm.format import CURRENT, LOCK, log_name, parse_name, table_name
 from rldb.storage.lsm.log import LogWriter, read_log
 from rldb.storage.lsm.options import DEFAULTS, NUM_LEVELS, validate
-from rldb.storage.lsm.table import ReadCounters, Table
+from rldb.storage.lsm.table import FileCache, ReadCounters, Table
 from rldb.storage.lsm.table_cache import TableCache
 from rldb.storage.lsm.version import VersionEdit, VersionSet, fsync_dir
 
@@ -69,14 +68,15 @@ class LSMEngine(Engine):
         self._cond = threading.Condition(self._mutex)
         self._compaction_lock = threading.Lock()
         self._pending_outputs = set()
-        self._counters = {"user_bytes": 0, "flush_bytes": 0, "compaction_bytes": 0,
+        self._user_bytes = 0
+        self._counters = {"flush_bytes": 0, "compaction_bytes": 0,
                           "compaction_read_bytes": 0, "flushes": 0, "compactions": 0,
                           "trivial_moves": 0, "stall_seconds": 0.0, "slowdowns": 0,
                           "tombstones_dropped": 0, "versions_dropped": 0}
         self.recovery = {"wal_records": 0, "wal_dropped_bytes": 0}
         self._open_dir()
         self._read_counters = ReadCounters()
-        self._cache = BlockCache(opts["block_cache_size"])
+        self._cache = _core.BlockCache(opts["block_cache_size"])
         self._tables = TableCache(self.path, opts["max_open_files"], self._cache,
                                   self._read_counters)
         try:
@@ -169,8 +169,17 @@ class LSMEngine(Engine):
         self._last_seq = last_seq
         self._mem_bytes = 0
         self._imm = None
-        self._state = (Memtable(seed=new_log), None, versions.current)
+        self._state = (Memtable(seed=new_log), None, self._with_native(versions.current))
         self._delete_obsolete()
+
+    def _with_native(self, version):
+        """Attaches the C view of version's tables that point lookups use."""
+        if version.native is None:
+            native = _core.Levels()
+            for level, f in version.files():
+                native.add(level, self._tables.get(f).meta, f.smallest, f.largest)
+            version.native = native
+        return version
 
     def _new_wal(self, number):
         wal = LogWriter(os.path.join(self.path, log_name(number)), number)
@@ -200,13 +209,13 @@ class LSMEngine(Engine):
                 raise ClosedError("the engine is closed")
             seq = self._last_seq + 1
             wal = self._wal
-            position = wal.add(encode_put(seq, key, value))
-            self._state[0].add(seq, KIND_VALUE, key, value)
+            wal.put(self._state[0], seq, KIND_VALUE, key, value)
             self._last_seq = seq
-            self._mem_bytes += len(key) + len(value) + _ENTRY_OVERHEAD
-            self._counters["user_bytes"] += len(key) + len(value)
+            size = len(key) + len(value)
+            self._mem_bytes += size + _ENTRY_OVERHEAD
+            self._user_bytes += size
         if self._sync:
-            wal.sync_to(position)
+            wal.sync_to(wal.written)
 
     def delete(self, key):
         check_key(key)
@@ -231,7 +240,7 @@ class LSMEngine(Engine):
             self._state[0].add_batch(seq, ops)
             self._last_seq = seq + len(ops) - 1
             self._mem_bytes += size + _ENTRY_OVERHEAD * len(ops)
-            self._counters["user_bytes"] += size
+            self._user_bytes += size
         if self._sync:
             wal.sync_to(position)
 
@@ -281,7 +290,6 @@ class LSMEngine(Engine):
         old_wal = self._wal
         mem, _, version = self._state
         self._imm = mem
-        self._imm_log = old_wal.number
         self._wal = new_wal
         self._mem_bytes = 0
         self._state = (Memtable(seed=number), mem, version)
@@ -349,7 +357,7 @@ class LSMEngine(Engine):
             edit.add(0, meta)
             self._counters["flush_bytes"] += meta.size
         with self._cond:
-            version = self._versions.log_and_apply(edit)
+            version = self._with_native(self._versions.log_and_apply(edit))
             self._pending_outputs.discard(number)
             self._imm = None
             self._state = (self._state[0], None, version)
@@ -370,7 +378,7 @@ class LSMEngine(Engine):
             edit.add(c.output_level, f)
             edit.compact_pointers.append((c.level, f.largest))
             with self._cond:
-                version = versions.log_and_apply(edit)
+                version = self._with_native(versions.log_and_apply(edit))
                 self._state = (self._state[0], self._state[1], version)
                 self._counters["trivial_moves"] += 1
                 self._cond.notify_all()
@@ -386,7 +394,7 @@ class LSMEngine(Engine):
             c, self._tables.get, self.path, new_number, self.options, between)
         edit.compact_pointers.append((c.level, max(f.largest for f in c.inputs)))
         with self._cond:
-            version = versions.log_and_apply(edit)
+            version = self._with_native(versions.log_and_apply(edit))
             self._state = (self._state[0], self._state[1], version)
             for meta in metas:
                 self._pending_outputs.discard(meta.number)
@@ -409,8 +417,7 @@ class LSMEngine(Engine):
             kind, number = parsed
             obsolete = (
                 (kind == "sst" and number not in live)
-                or (kind == "log" and number < versions.log_number
-                    and number != getattr(self, "_imm_log", None))
+                or (kind == "log" and number < versions.log_number)
                 or (kind == "manifest" and number != versions.manifest_number)
                 or kind == "temp")
             if obsolete:
@@ -467,18 +474,25 @@ class LSMEngine(Engine):
         if state is None:
             raise ClosedError("the engine is closed")
         mem, imm, version = state
+        found = _core.tree_get(mem, imm, version.native, self._cache, key, snapshot,
+                               self._tables.read_block)
+        if found is _core.SLOW_PATH:
+            found = self._get_slow(mem, imm, version, key, snapshot)
+        if found is None or found[0] != KIND_VALUE:
+            return None
+        return found[1]
+
+    def _get_slow(self, mem, imm, version, key, snapshot):
+        """The same lookup in Python, for values longer than the C path's buffer."""
         found = mem.get(key, snapshot)
         if found is None and imm is not None:
             found = imm.get(key, snapshot)
         if found is None:
-            tables = self._tables
             for f in version.candidates(key):
-                found = tables.get(f).get(key, snapshot)
+                found = self._tables.get(f).get(key, snapshot)
                 if found is not None:
                     break
-            else:
-                return None
-        return found[1] if found[0] == KIND_VALUE else None
+        return found
 
     def scan(self, start=None, end=None, reverse=False):
         check_bound("start", start)
@@ -518,10 +532,10 @@ class LSMEngine(Engine):
         self._check_open()
         version = self._versions.current
         c = dict(self._counters)
-        user = max(c["user_bytes"], 1)
         levels = [{"level": i, "files": len(files), "bytes": sum(f.size for f in files)}
                   for i, files in enumerate(version.levels)]
         mem, imm, _ = self._state
+        cache = self._cache.stats()
         return {
             "engine": self.kind,
             "levels": levels,
@@ -530,10 +544,11 @@ class LSMEngine(Engine):
             "memtable_bytes": mem.usage()[0],
             "immutable_memtable": imm is not None,
             "last_sequence": self._last_seq,
-            "user_bytes_written": c["user_bytes"],
+            "user_bytes_written": self._user_bytes,
             "flush_bytes_written": c["flush_bytes"],
             "compaction_bytes_written": c["compaction_bytes"],
-            "write_amplification": (c["flush_bytes"] + c["compaction_bytes"]) / user,
+            "write_amplification": ((c["flush_bytes"] + c["compaction_bytes"]) / self._user_bytes
+                                    if self._user_bytes else 0.0),
             "flushes": c["flushes"],
             "compactions": c["compactions"],
             "trivial_moves": c["trivial_moves"],
@@ -541,10 +556,13 @@ class LSMEngine(Engine):
             "pending_compaction_bytes": compactions.pending_compaction_bytes(version, self.options),
             "stall_seconds": round(c["stall_seconds"], 6),
             "slowdowns": c["slowdowns"],
-            "bloom_useful": self._read_counters.bloom_useful,
-            "bloom_false_positive": self._read_counters.bloom_false_positive,
-            "block_cache": self._cache.stats(),
-            "open_tables": len(self._tables),
+            "bloom_useful": cache["bloom_useful"] + self._read_counters.bloom_useful,
+            "bloom_false_positive": (cache["bloom_false_positive"]
+                                     + self._read_counters.bloom_false_positive),
+            "block_cache": {k: cache[k] for k in ("capacity", "bytes", "blocks", "hits",
+                                                  "misses", "evictions")},
+            "tables": len(self._tables),
+            "open_files": len(self._tables.files),
             "wal_syncs": self._wal.syncs,
             "recovery": dict(self.recovery),
         }

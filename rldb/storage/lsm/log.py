@@ -10,7 +10,7 @@ import os
 import struct
 import threading
 
-from rldb._core import crc32c, mask_crc, unmask_crc
+from rldb._core import LogFramer, crc32c, unmask_crc
 from rldb.errors import CorruptionError, StorageIOError
 
 BLOCK_SIZE = 32768
@@ -20,40 +20,9 @@ _HEADER = struct.Struct("<IHB")
 _TYPE_CRC = {t: crc32c(bytes([t])) for t in (FULL, FIRST, MIDDLE, LAST)}
 
 
-def frame(payload, block_offset):
-    """(bytes to append for payload, block offset after them)."""
-    out = []
-    pos, n = 0, len(payload)
-    first = True
-    while True:
-        left = BLOCK_SIZE - block_offset
-        if left < HEADER_SIZE:
-            out.append(b"\x00" * left)
-            block_offset, left = 0, BLOCK_SIZE
-        take = min(n - pos, left - HEADER_SIZE)
-        end = pos + take == n
-        kind = FULL if first and end else FIRST if first else LAST if end else MIDDLE
-        fragment = payload[pos:pos + take]
-        crc = mask_crc(crc32c(fragment, _TYPE_CRC[kind]))
-        out.append(_HEADER.pack(crc, take, kind))
-        out.append(fragment)
-        block_offset += HEADER_SIZE + take
-        pos += take
-        first = False
-        if end:
-            return b"".join(out), block_offset
-
-
-def _write_all(fd, data):
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
 class LogWriter:
-    """Appends records to a log file with os.write (so a process crash loses
-    nothing written); fsync is separate so that threads can share one
+    """Appends records to a log file with write(2) from C (so a process crash
+    loses nothing written); fsync is separate so that threads can share one
     (group commit: sync_to returns at once when another thread's fsync already
     covered this writer's bytes)."""
 
@@ -62,23 +31,35 @@ class LogWriter:
         self.number = number
         try:
             self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            self.written = os.fstat(self._fd).st_size
+            size = os.fstat(self._fd).st_size
         except OSError as exc:
             raise StorageIOError(exc.errno, f"cannot open log {path}: {exc.strerror}") from None
-        self._block_offset = self.written % BLOCK_SIZE
-        self._synced = self.written
+        self._framer = LogFramer(self._fd, size)
+        self._synced = size
         self._sync_lock = threading.Lock()
         self.syncs = 0
 
+    @property
+    def written(self):
+        return self._framer.written()
+
+    def _io_error(self, exc):
+        return StorageIOError(exc.errno, f"write to {self.path} failed: {exc.strerror}")
+
     def add(self, payload):
         """Appends one record; returns the file position after it."""
-        data, self._block_offset = frame(payload, self._block_offset)
         try:
-            _write_all(self._fd, data)
+            self._framer.add(payload)
         except OSError as exc:
-            raise StorageIOError(exc.errno, f"write to {self.path} failed: {exc.strerror}") from None
-        self.written += len(data)
-        return self.written
+            raise self._io_error(exc) from None
+        return self._framer.written()
+
+    def put(self, memtable, seq, kind, key, value):
+        """Logs one put or delete and inserts it into memtable, in one C call."""
+        try:
+            self._framer.put(memtable, seq, kind, key, value)
+        except OSError as exc:
+            raise self._io_error(exc) from None
 
     def sync_to(self, position):
         """Returns once every byte before position is on stable storage."""
@@ -87,7 +68,7 @@ class LogWriter:
         with self._sync_lock:
             if self._synced >= position or self._fd is None:
                 return
-            target = self.written
+            target = self._framer.written()
             try:
                 os.fdatasync(self._fd)
             except OSError as exc:
@@ -96,7 +77,7 @@ class LogWriter:
             self._synced = target
 
     def sync(self):
-        self.sync_to(self.written)
+        self.sync_to(self._framer.written())
 
     def close(self, sync=True):
         with self._sync_lock:
@@ -105,7 +86,7 @@ class LogWriter:
             try:
                 if sync:
                     os.fdatasync(self._fd)
-                    self._synced = self.written
+                    self._synced = self._framer.written()
             finally:
                 os.close(self._fd)
                 self._fd = None

@@ -9,10 +9,12 @@ DEFAULTS = {
     "block_size": 4096,
     # Keys between restart points inside a block (full keys, for binary search).
     "restart_interval": 16,
+    # Data block compression: "snappy" (kept only where it saves 1/8) or "none".
+    "compression": "snappy",
     # Bloom filter bits per key (~1% false positives at 10); 0 disables lookups by filter.
     "bloom_bits_per_key": 10,
     # Bytes of verified data blocks kept in the LRU block cache.
-    "block_cache_size": 8 << 20,
+    "block_cache_size": 32 << 20,
     # Table files kept open at once (older ones are closed and reopened on demand).
     "max_open_files": 500,
     # fsync the write-ahead log before every write returns (group commit across threads).
@@ -42,7 +44,10 @@ def validate(options):
 
     for name, value in options.items():
         default = DEFAULTS[name]
-        if isinstance(default, bool):
+        if isinstance(default, str):
+            if value not in ("snappy", "none"):
+                raise InvalidArgumentError(f"option {name} must be 'snappy' or 'none', not {value!r}")
+        elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise InvalidArgumentError(f"option {name} must be True or False, not {value!r}")
         elif not isinstance(value, int) or isinstance(value, bool) or value < 0:

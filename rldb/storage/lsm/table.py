@@ -1,12 +1,14 @@
 """Reading one SSTable (layout in docs/formats.md).
 
-Opening a table reads and verifies its footer, index, filter and properties
-and keeps them in memory; data blocks are read on demand, verified, and kept in
-the shared block cache.  The file descriptor is closed when the last reference
-to the Table goes, so a table deleted by compaction stays readable for the
-scans that still hold it."""
+Opening a table reads and verifies its footer, filter, properties and index
+and keeps them in memory (for Python and, as a TableMeta, for the C lookup
+path).  Data blocks are read on demand and verified on every read.  The file
+descriptor comes from a bounded FileCache, so a database of many tables keeps
+at most max_open_files descriptors."""
 import os
+import threading
 import weakref
+from collections import OrderedDict
 
 from rldb import _core
 from rldb.errors import CorruptionError, StorageIOError
@@ -14,81 +16,124 @@ from rldb.storage.lsm.format import decode_properties, ikey_compare
 
 FOOTER_SIZE = _core.FOOTER_SIZE
 BLOCK_TRAILER = _core.BLOCK_TRAILER
+READAHEAD = 256 << 10  # bytes read at once by sequential block reads
+
+
+class OpenFile:
+    """A read-only descriptor, closed when the last holder lets go of it (so
+    a reader in the middle of a pread never sees it closed under it)."""
+
+    __slots__ = ("fd", "_finalizer", "__weakref__")
+
+    def __init__(self, path):
+        try:
+            self.fd = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise StorageIOError(exc.errno, f"cannot open table {path}: {exc.strerror}") from None
+        self._finalizer = weakref.finalize(self, os.close, self.fd)
+
+    def close(self):
+        self._finalizer()
+
+
+class FileCache:
+    """At most `capacity` open table files, least recently used closed first."""
+
+    def __init__(self, capacity):
+        self.capacity = capacity
+        self.opens = 0
+        self._files = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, number, path):
+        f = self._files.get(number)
+        if f is not None:
+            return f
+        with self._lock:
+            f = self._files.get(number)
+            if f is None:
+                f = OpenFile(path)
+                self.opens += 1
+                self._files[number] = f
+                while len(self._files) > self.capacity:
+                    self._files.popitem(last=False)
+            else:
+                self._files.move_to_end(number)
+            return f
+
+    def forget(self, number):
+        with self._lock:
+            self._files.pop(number, None)
+
+    def __len__(self):
+        return len(self._files)
 
 
 class ReadCounters:
-    """Bloom filter outcomes, shared by all tables of an engine."""
+    """Bloom filter outcomes of the Python lookup path (the C path counts its own)."""
 
     __slots__ = ("bloom_useful", "bloom_false_positive")
 
     def __init__(self):
-        self.bloom_useful = 0          # lookups the filter answered alone
-        self.bloom_false_positive = 0  # the filter said maybe, the table said no
+        self.bloom_useful = 0
+        self.bloom_false_positive = 0
 
 
 class Table:
-    def __init__(self, path, number, cache=None, counters=None):
-        self.counters = counters if counters is not None else ReadCounters()
+    def __init__(self, path, number, files=None, counters=None):
         self.path = str(path)
         self.number = number
-        self.cache = cache
+        self.files = files if files is not None else FileCache(1)
+        self.counters = counters if counters is not None else ReadCounters()
         try:
-            self._fd = os.open(self.path, os.O_RDONLY)
+            self.file_size = os.path.getsize(self.path)
         except OSError as exc:
             raise StorageIOError(exc.errno, f"cannot open table {self.path}: {exc.strerror}") from None
-        self._finalizer = weakref.finalize(self, os.close, self._fd)
+        if self.file_size < FOOTER_SIZE:
+            raise CorruptionError(
+                f"file of {self.file_size} bytes is too short to be a table", self.path, 0)
+        footer = self._pread(self.file_size - FOOTER_SIZE, FOOTER_SIZE)
         try:
-            self.file_size = os.fstat(self._fd).st_size
-            if self.file_size < FOOTER_SIZE:
-                raise CorruptionError(
-                    f"file of {self.file_size} bytes is too short to be a table", self.path, 0)
-            footer = self._pread(self.file_size - FOOTER_SIZE, FOOTER_SIZE)
-            try:
-                handles = _core.decode_footer(footer, self.file_size)
-            except CorruptionError as exc:
-                raise CorruptionError(f"bad footer ({exc})", self.path,
-                                      self.file_size - FOOTER_SIZE) from None
-            self.handles = handles
-            self.filter = self.read_block(handles[0], handles[1])
-            self.properties = decode_properties(self.read_block(handles[2], handles[3]), self.path)
-            try:
-                self.index = _core.BlockIndex(self.read_block(handles[4], handles[5]))
-            except CorruptionError as exc:
-                raise CorruptionError(f"bad index block ({exc})", self.path, handles[4]) from None
-        except BaseException:
-            self.close()
-            raise
+            handles = _core.decode_footer(footer, self.file_size)
+        except CorruptionError as exc:
+            raise CorruptionError(f"bad footer ({exc})", self.path,
+                                  self.file_size - FOOTER_SIZE) from None
+        self.handles = handles
+        self.filter = self.read_block(handles[0], handles[1])
+        self.properties = decode_properties(self.read_block(handles[2], handles[3]), self.path)
+        index_block = self.read_block(handles[4], handles[5])
+        try:
+            self.index = _core.BlockIndex(index_block)
+            self.meta = _core.TableMeta(number, self.filter, index_block)
+        except CorruptionError as exc:
+            raise CorruptionError(f"bad index block ({exc})", self.path, handles[4]) from None
 
     def _pread(self, offset, size):
+        f = self.files.get(self.number, self.path)
         try:
-            data = os.pread(self._fd, size, offset)
+            data = os.pread(f.fd, size, offset)
         except OSError as exc:
             raise StorageIOError(exc.errno, f"read of {self.path} failed: {exc.strerror}") from None
         if len(data) != size:
             raise CorruptionError(f"short read ({len(data)} of {size} bytes)", self.path, offset)
         return data
 
+    def read_raw(self, offset, size):
+        """A block with its trailer, unverified (the block cache verifies)."""
+        return self._pread(offset, size + BLOCK_TRAILER)
+
     def read_block(self, offset, size):
-        """A block's contents, its checksum verified."""
-        data = self._pread(offset, size + BLOCK_TRAILER)
+        """A block's contents, its checksum verified, decompressed."""
+        return self._unwrap(self.read_raw(offset, size), offset)
+
+    def _unwrap(self, raw, offset):
         try:
-            _core.verify_block(data)
+            return _core.unwrap_block(raw)
         except CorruptionError as exc:
             raise CorruptionError(f"block {exc}", self.path, offset) from None
-        return data[:size]
 
-    def block(self, i, fill_cache=True):
-        """Data block i, from the cache when there."""
-        cache = self.cache
-        if cache is not None:
-            block = cache.get((self.number, i))
-            if block is not None:
-                return block
-        offset, size = self.index.handles[i]
-        block = self.read_block(offset, size)
-        if cache is not None and fill_cache:
-            cache.put((self.number, i), block)
-        return block
+    def block(self, i):
+        return self.read_block(*self.index.handles[i])
 
     def get(self, key, snapshot):
         """None, or (kind, value) of key's newest version <= snapshot."""
@@ -100,30 +145,47 @@ class Table:
         if i >= index.count:
             self.counters.bloom_false_positive += 1
             return None
-        block = self.block(i)
         try:
-            found = _core.block_get(block, key, snapshot)
+            found = _core.block_get(self.block(i), key, snapshot)
         except CorruptionError as exc:
             raise CorruptionError(f"bad data block ({exc})", self.path, index.handles[i][0]) from None
         if found is None:
             self.counters.bloom_false_positive += 1
         return found
 
-    def blocks(self, start_block=0, reverse=False, fill_cache=True):
-        """Data blocks from start_block onwards (or backwards)."""
+    def blocks(self, start_block=0, reverse=False, readahead=READAHEAD):
+        """Data blocks from start_block onwards (or backwards), each verified.
+        Consecutive blocks are read with one pread of up to `readahead` bytes."""
+        handles = self.index.handles
         if reverse:
-            for i in range(min(start_block, self.index.count - 1), -1, -1):
-                yield self.block(i, fill_cache)
+            order = range(min(start_block, len(handles) - 1), -1, -1)
         else:
-            for i in range(start_block, self.index.count):
-                yield self.block(i, fill_cache)
+            order = range(start_block, len(handles))
+        run = []
+        for i in order:
+            run.append(i)
+            lo, hi = min(run[0], run[-1]), max(run[0], run[-1])
+            span = handles[hi][0] + handles[hi][1] + BLOCK_TRAILER - handles[lo][0]
+            if span >= readahead or i == order[-1]:
+                yield from self._read_run(run)
+                run = []
+
+    def _read_run(self, run):
+        handles = self.index.handles
+        first = min(run[0], run[-1])
+        last = max(run[0], run[-1])
+        base = handles[first][0]
+        data = self._pread(base, handles[last][0] + handles[last][1] + BLOCK_TRAILER - base)
+        for i in run:
+            offset, size = handles[i]
+            yield self._unwrap(data[offset - base:offset - base + size + BLOCK_TRAILER], offset)
 
     def entries(self, check_order=False):
         """Every (internal key, value) in order, every block verified."""
         for i in range(self.index.count):
             offset, _ = self.index.handles[i]
             try:
-                yield from _core.decode_block(self.block(i, fill_cache=False), check_order)
+                yield from _core.decode_block(self.block(i), check_order)
             except CorruptionError as exc:
                 raise CorruptionError(f"bad data block ({exc})", self.path, offset) from None
 
@@ -134,9 +196,8 @@ class Table:
         previous = None
         for i in range(self.index.count):
             offset, _ = self.index.handles[i]
-            entries = None
             try:
-                entries = _core.decode_block(self.read_block(*self.index.handles[i]), True)
+                entries = _core.decode_block(self.block(i), True)
             except CorruptionError as exc:
                 raise CorruptionError(f"bad data block {i} ({exc})", self.path, offset) from None
             if not entries:
@@ -156,4 +217,4 @@ class Table:
         return count
 
     def close(self):
-        self._finalizer()
+        self.files.forget(self.number)

@@ -1,45 +1,45 @@
-"""Open Table objects, at most max_open_files of them (least recently used go)."""
+"""The open Table of every file a live version names (footer, filter and index
+in memory), and the descriptors behind them (bounded by max_open_files)."""
 import os
 import threading
-from collections import OrderedDict
 
 from rldb.storage.lsm.format import table_name
-from rldb.storage.lsm.table import Table
+from rldb.storage.lsm.table import FileCache, Table
 
 
 class TableCache:
-    def __init__(self, dirname, capacity, block_cache, counters):
+    def __init__(self, dirname, max_open_files, block_cache, counters):
         self.dirname = dirname
-        self.capacity = capacity
         self.block_cache = block_cache
         self.counters = counters
-        self.opens = 0
-        self._tables = OrderedDict()
+        self.files = FileCache(max_open_files)
+        self._tables = {}
         self._lock = threading.Lock()
 
     def get(self, meta):
-        table = self._tables.get(meta.number)
+        return self.by_number(meta.number)
+
+    def by_number(self, number):
+        table = self._tables.get(number)
         if table is not None:
-            try:
-                self._tables.move_to_end(meta.number)
-            except KeyError:
-                pass
             return table
         with self._lock:
-            table = self._tables.get(meta.number)
+            table = self._tables.get(number)
             if table is None:
-                table = Table(os.path.join(self.dirname, table_name(meta.number)), meta.number,
-                              self.block_cache, self.counters)
-                self.opens += 1
-                self._tables[meta.number] = table
-                while len(self._tables) > self.capacity:
-                    self._tables.popitem(last=False)  # closed when no reader holds it
+                table = Table(os.path.join(self.dirname, table_name(number)), number,
+                              self.files, self.counters)
+                self._tables[number] = table
             return table
+
+    def read_block(self, number, block, offset, size):
+        return self._tables[number].read_raw(offset, size)
 
     def evict(self, number):
         with self._lock:
-            self._tables.pop(number, None)
-        self.block_cache.drop_table(number)
+            table = self._tables.pop(number, None)
+        self.files.forget(number)
+        if table is not None:
+            self.block_cache.erase_table(number, table.index.count)
 
     def clear(self):
         with self._lock:

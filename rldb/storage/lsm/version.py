@@ -84,11 +84,12 @@ class Version:
     """The files of every level.  L0 files may overlap and are kept newest
     first; in deeper levels files are disjoint and sorted by key."""
 
-    __slots__ = ("levels", "_largest", "__weakref__")
+    __slots__ = ("levels", "_largest", "native", "__weakref__")
 
     def __init__(self, levels=None):
         self.levels = levels or [[] for _ in range(NUM_LEVELS)]
         self._largest = [[f.largest for f in files] for files in self.levels]
+        self.native = None  # the C view for point lookups, set by the engine
 
     def apply(self, edit):
         deleted = set(edit.deleted)
