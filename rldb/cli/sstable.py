@@ -195,7 +195,22 @@ def open_table(path):
     SSTable at all, CorruptionError when it is a damaged one."""
     path = os.fspath(path)
     check_table_file(path)
-    return Table(path, _table_number(path))
+    try:
+        return Table(path, _table_number(path))
+    except NotSupportedError:
+        raise Failure(f"{path}: {_unsupported(path)}") from None
+
+
+def _unsupported(path):
+    """Why Table refused a footer as not supported: its format version."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(os.path.getsize(path) - FOOTER_SIZE + 48)
+            version = struct.unpack("<I", f.read(4))[0]
+    except (OSError, struct.error):
+        return "unsupported table format"
+    return (f"table format version {version} is not supported (this rldb reads "
+            f"version {_core.TABLE_FORMAT})")
 
 
 def read_footer(table):
@@ -420,6 +435,9 @@ def verify_table(path, report, meta=None, obsolete=False):
     report.counts["tables"] += 1
     try:
         table = Table(path, _table_number(path))
+    except NotSupportedError:
+        report.fault(path, None, _unsupported(path) + note, obsolete)
+        return
     except (RldbError, OSError) as exc:
         report.error(exc, path, obsolete, note)
         return
@@ -448,9 +466,10 @@ def verify_table(path, report, meta=None, obsolete=False):
                 problems.append(f"is {table.file_size} bytes, the manifest says {meta.size}")
             if count != meta.entries:
                 problems.append(f"holds {count} entries, the manifest says {meta.entries}")
-            if props.get("smallest_key") != meta.smallest or props.get("largest_key") != meta.largest:
+            smallest, largest = props.get("smallest_key"), props.get("largest_key")
+            if smallest != meta.smallest or largest != meta.largest:
                 problems.append(
-                    f"has keys {show(props.get('smallest_key'))} .. {show(props.get('largest_key'))}, "
+                    f"has keys {show(smallest)} .. {show(largest)}, "
                     f"the manifest says {show(meta.smallest)} .. {show(meta.largest)}")
             for problem in problems:
                 report.fault(path, None, f"table {problem}")
@@ -533,6 +552,12 @@ def verify_manifest(path, report):
         except CorruptionError as exc:
             report.fault(path, offset, _bare_message(exc))
             return None
+        levels = len(state.version.levels)
+        bad = [lv for lv, _ in edit.added + edit.deleted + edit.compact_pointers
+               if not isinstance(lv, int) or not 0 <= lv < levels]
+        if bad:
+            report.fault(path, offset, f"record names level {bad[0]!r}; levels are 0..{levels - 1}")
+            return None
         present = state.version.numbers()
         for level, number in edit.deleted:
             if number not in {f.number for f in state.version.levels[level]}:
@@ -544,7 +569,11 @@ def verify_manifest(path, report):
                 report.fault(path, offset, f"record adds table {meta.number} to level {level}, "
                                            f"but it is already live")
         seen_base = seen_base or edit.next_file is not None
-        state.version = state.version.apply(edit)
+        try:
+            state.version = state.version.apply(edit)
+        except Exception as exc:  # a well-framed record with values of the wrong type
+            report.fault(path, offset, f"record cannot be applied ({exc!r})")
+            return None
         for field in VersionEdit.FIELDS:
             if getattr(edit, field) is not None:
                 setattr(state, field, getattr(edit, field))
@@ -717,7 +746,7 @@ def _parse_options(pairs):
             try:
                 options[name] = int(text, 0)
             except ValueError:
-                raise UserError(f"option {name}: {text!r} is not an integer or true/false") from None
+                options[name] = text  # e.g. compression=none; the engine checks it
     return options
 
 
@@ -796,7 +825,9 @@ def compact(directory, options, as_json):
     def levels(d):
         return ", ".join(f"{k}: {v}" for k, v in d.items()) or "none"
 
-    ratio = f" ({100 * result['bytes_out'] / result['bytes_in']:.1f}%)" if result["bytes_in"] else ""
+    ratio = ""
+    if result["bytes_in"]:
+        ratio = f" ({100 * result['bytes_out'] / result['bytes_in']:.1f}%)"
     click.echo(f"compacted {directory} in {seconds:.2f} s")
     click.echo(f"{'bytes in':<19} {summary['bytes_in']}")
     click.echo(f"{'bytes out':<19} {summary['bytes_out']}{ratio}")
