@@ -45,8 +45,6 @@ class MemoryEngine(Engine):
         self.options = check_options(self.kind, options, self.DEFAULTS)
         self._data = SortedDict()
         self._lock = threading.Lock()
-        self._bytes = 0
-        self._counts = {"puts": 0, "deletes": 0, "batches": 0}
         self.get = _make_get(self._data)
 
     def get(self, key):  # replaced per instance in __init__; kept for the interface
@@ -57,23 +55,13 @@ class MemoryEngine(Engine):
             check_key(key)
         if value.__class__ is not bytes:
             check_value(value)
-        data = self._data
         with self._lock:
-            old = data.get(key)
-            data[key] = value
-            self._bytes += len(value) - (len(old) if old is not None else -len(key))
-            self._counts["puts"] += 1
+            self._data[key] = value
 
     def delete(self, key):
         check_key(key)
         with self._lock:
-            self._delete_locked(key)
-            self._counts["deletes"] += 1
-
-    def _delete_locked(self, key):
-        old = self._data.pop(key, None)
-        if old is not None:
-            self._bytes -= len(key) + len(old)
+            self._data.pop(key, None)
 
     def write_batch(self, ops):
         ops = normalize_batch(ops)
@@ -81,12 +69,9 @@ class MemoryEngine(Engine):
         with self._lock:
             for kind, key, value in ops:
                 if kind == "put":
-                    old = data.get(key)
                     data[key] = value
-                    self._bytes += len(value) - (len(old) if old is not None else -len(key))
                 else:
-                    self._delete_locked(key)
-            self._counts["batches"] += 1
+                    data.pop(key, None)
 
     def scan(self, start=None, end=None, reverse=False):
         check_bound("start", start)
@@ -122,9 +107,16 @@ class MemoryEngine(Engine):
         return (key for key, _ in self.scan())
 
     def __len__(self):
+        if self._data is None:
+            raise_closed()
         return len(self._data)
 
+    def flush(self):
+        if self._data is None:
+            raise_closed()
+
     def close(self):
+        """Drops the data; closing twice is allowed (and does nothing)."""
         with self._lock:
             self._data = None
         self.get = self.put = self.delete = self.write_batch = raise_closed
@@ -132,18 +124,15 @@ class MemoryEngine(Engine):
     def stats(self):
         if self._data is None:
             raise_closed()
-        return {"engine": self.kind, "keys": len(self._data), "bytes": self._bytes,
-                **self._counts}
+        with self._lock:
+            data_bytes = sum(len(k) + len(v) for k, v in self._data.items())
+        return {"engine": self.kind, "keys": len(self._data), "bytes": data_bytes}
 
     def check(self):
         if self._data is None:
             raise_closed()
         with self._lock:
             self._data._check()  # sortedcontainers' own invariants
-            total = 0
             for key, value in self._data.items():
                 if key.__class__ is not bytes or not key or value.__class__ is not bytes:
                     raise AssertionError(f"bad entry {key!r}: {value!r}")
-                total += len(key) + len(value)
-            if total != self._bytes:
-                raise AssertionError(f"byte count {self._bytes} != actual {total}")

@@ -125,6 +125,10 @@ class LSMEngine(Engine):
         elif any(p is not None and p[0] != "temp" for p, _ in parsed):
             raise CorruptionError("CURRENT is missing but the directory holds database files",
                                   os.path.join(self.path, CURRENT))
+        # Files a crash left behind (a table written before its manifest edit)
+        # may carry numbers past next_file: never hand those out again.
+        numbers = [p[1] for p, _ in parsed if p is not None]
+        versions.next_file = max([versions.next_file] + [n + 1 for n in numbers])
         logs = sorted(p[1] for p, _ in parsed
                       if p is not None and p[0] == "log" and p[1] >= versions.log_number)
         mem = Memtable(seed=len(logs) + 1)
@@ -365,6 +369,18 @@ class LSMEngine(Engine):
             self._cond.notify_all()
             self._delete_obsolete()
 
+    def _wait_for_imm(self):
+        """Returns once the immutable memtable (if any) is in a table."""
+        if self._worker is None:
+            if self._imm is not None:
+                self._flush_imm()
+            return
+        with self._cond:
+            self._cond.notify_all()
+            while self._imm is not None and self._bg_error is None:
+                self._cond.wait(0.1)
+        self._raise_bg_error()
+
     def _flush_imm_if_pending(self):
         if self._imm is not None:
             self._flush_imm()
@@ -389,7 +405,10 @@ class LSMEngine(Engine):
             self._pending_outputs.add(n)
             return n
 
-        between = self._flush_imm_if_pending if self._worker is not None else None
+        # Between output tables the background thread flushes a waiting
+        # memtable, so that writers are not stalled behind a long compaction.
+        in_worker = threading.current_thread() is self._worker
+        between = self._flush_imm_if_pending if in_worker else None
         edit, metas, merge_stats = compactions.run(
             c, self._tables.get, self.path, new_number, self.options, between)
         edit.compact_pointers.append((c.level, max(f.largest for f in c.inputs)))
@@ -434,17 +453,11 @@ class LSMEngine(Engine):
         total) is called with input bytes after each step."""
         self._check_open()
         with self._write_lock:
-            with self._cond:
-                while self._imm is not None:
-                    if self._worker is None:
-                        break
-                    self._cond.wait(0.1)
-                if self._state[0].usage()[1]:
-                    if self._imm is not None:
-                        self._flush_imm()
+            self._wait_for_imm()
+            if self._state[0].usage()[1]:
+                with self._cond:
                     self._switch_memtable_locked()
-            if self._imm is not None:
-                self._flush_imm()
+                self._wait_for_imm()
         before = self._versions.current
         total = sum(f.size for _, f in before.files())
         done = 0

@@ -32,7 +32,7 @@ class TableCache:
             return table
 
     def read_block(self, number, block, offset, size):
-        return self._tables[number].read_raw(offset, size)
+        return self.by_number(number).read_raw(offset, size)
 
     def evict(self, number):
         with self._lock:
