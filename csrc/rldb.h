@@ -155,6 +155,8 @@ uint64_t rldb_tb_estimated_size(const rldb_table_builder *tb);
 void rldb_tb_get_stats(const rldb_table_builder *tb, rldb_tb_stats *st);
 int rldb_tb_key_range(const rldb_table_builder *tb, const uint8_t **first, size_t *first_len,
                       const uint8_t **last, size_t *last_len);
+/* Writes the last data block, the filter and the index (stats are then final). */
+int rldb_tb_seal(rldb_table_builder *tb);
 /* Completes the table; *file points at the whole file, owned by the builder. */
 int rldb_tb_finish(rldb_table_builder *tb, const uint8_t *props, size_t props_len,
                    const uint8_t **file, size_t *file_len);

@@ -71,13 +71,14 @@ struct rldb_table_builder {
     uint32_t bits_per_key;
     int compression;
     rbuf scratch;         /* compressed block */
-    int finished;
+    uint64_t handles[6];  /* filter, properties, index: offset and size */
+    int sealed, finished;
     rldb_tb_stats stats;
 };
 
 rldb_table_builder *rldb_tb_new(uint32_t block_size, uint32_t restart_interval,
                                 uint32_t bits_per_key, int compression) {
-    if (block_size < 64 || restart_interval < 1 || bits_per_key < 1 || bits_per_key > 64 ||
+    if (block_size < 64 || restart_interval < 1 || bits_per_key > 64 ||
         (compression != RLDB_BLOCK_RAW && compression != RLDB_BLOCK_SNAPPY))
         return NULL;
     rldb_table_builder *tb = calloc(1, sizeof(*tb));
@@ -157,7 +158,7 @@ static int flush_data_block(rldb_table_builder *tb) {
 
 int rldb_tb_add(rldb_table_builder *tb, const uint8_t *ikey, size_t iklen, const uint8_t *value,
                 size_t vlen) {
-    if (tb->finished || iklen < 8 || iklen > 0xfffffff0u || vlen > 0xfffffff0u)
+    if (tb->sealed || iklen < 8 || iklen > 0xfffffff0u || vlen > 0xfffffff0u)
         return RLDB_ERR_INVALID_ARGUMENT;
     int new_user_key = 1;
     if (tb->stats.entries > 0) {
@@ -167,7 +168,7 @@ int rldb_tb_add(rldb_table_builder *tb, const uint8_t *ikey, size_t iklen, const
     } else if (rbuf_append(&tb->first_key, ikey, iklen)) {
         return RLDB_ERR_NO_MEMORY;
     }
-    if (new_user_key) {
+    if (new_user_key && tb->bits_per_key) {
         uint64_t h[2];
         rldb_hash128(ikey, iklen - 8, &h[0], &h[1]);
         if (rbuf_append(&tb->hashes, h, sizeof h)) return RLDB_ERR_NO_MEMORY;
@@ -213,28 +214,38 @@ int rldb_tb_key_range(const rldb_table_builder *tb, const uint8_t **first, size_
     return RLDB_OK;
 }
 
-int rldb_tb_finish(rldb_table_builder *tb, const uint8_t *props, size_t props_len,
-                   const uint8_t **file, size_t *file_len) {
-    if (tb->finished) return RLDB_ERR_INVALID_ARGUMENT;
+/* Writes the last data block, the filter and the index; after it no more
+ * keys can be added and the statistics are final. */
+int rldb_tb_seal(rldb_table_builder *tb) {
+    if (tb->sealed) return RLDB_OK;
     int rc = flush_data_block(tb);
     if (rc != RLDB_OK) return rc;
-
     size_t nkeys = tb->hashes.len / 16;
-    size_t flen = rldb_bloom_size(nkeys, tb->bits_per_key);
-    uint8_t *filter = malloc(flen);
+    size_t flen = tb->bits_per_key ? rldb_bloom_size(nkeys, tb->bits_per_key) : 0;
+    uint8_t *filter = malloc(flen + 1);
     if (!filter) return RLDB_ERR_NO_MEMORY;
-    rldb__bloom_fill(filter, flen, tb->bits_per_key, (const uint64_t *)tb->hashes.data, nkeys);
-    uint64_t h[6];
-    rc = write_block(&tb->out, filter, flen, &h[0], &h[1]);
+    if (flen) rldb__bloom_fill(filter, flen, tb->bits_per_key, (const uint64_t *)tb->hashes.data, nkeys);
+    rc = write_block(&tb->out, filter, flen, &tb->handles[0], &tb->handles[1]);
     free(filter);
     if (rc != RLDB_OK) return rc;
     tb->stats.filter_bytes = flen;
-    if ((rc = write_block(&tb->out, props, props_len, &h[2], &h[3])) != RLDB_OK) return rc;
     if ((rc = bb_finish(&tb->index)) != RLDB_OK) return rc;
-    if ((rc = write_block(&tb->out, tb->index.data.data, tb->index.data.len, &h[4], &h[5])) != RLDB_OK)
-        return rc;
+    rc = write_block(&tb->out, tb->index.data.data, tb->index.data.len, &tb->handles[4],
+                     &tb->handles[5]);
+    if (rc != RLDB_OK) return rc;
     tb->stats.index_bytes = tb->index.data.len;
+    tb->sealed = 1;
+    return RLDB_OK;
+}
 
+/* Seals the table if needed, then writes the properties block and the footer. */
+int rldb_tb_finish(rldb_table_builder *tb, const uint8_t *props, size_t props_len,
+                   const uint8_t **file, size_t *file_len) {
+    if (tb->finished) return RLDB_ERR_INVALID_ARGUMENT;
+    int rc = rldb_tb_seal(tb);
+    if (rc != RLDB_OK) return rc;
+    uint64_t *h = tb->handles;
+    if ((rc = write_block(&tb->out, props, props_len, &h[2], &h[3])) != RLDB_OK) return rc;
     uint8_t footer[RLDB_FOOTER_SIZE];
     for (int i = 0; i < 6; i++) store64le(footer + 8 * i, h[i]);
     store32le(footer + 48, RLDB_TABLE_FORMAT);

@@ -389,7 +389,7 @@ class TableBuilder:
             raise InvalidArgumentError(
                 f"bad table options: block_size={block_size} (>= 64), "
                 f"restart_interval={restart_interval} (>= 1), bits_per_key={bits_per_key} "
-                f"(1..64), compression={compression!r} (one of {', '.join(COMPRESSION)})")
+                f"(0..64), compression={compression!r} (one of {', '.join(COMPRESSION)})")
         self._tb = ffi.gc(tb, lib.rldb_tb_free)
         self._finished = None
 
@@ -414,6 +414,10 @@ class TableBuilder:
         lens = ffi.new("size_t[2]")
         _check(lib.rldb_tb_key_range(self._tb, ptrs, lens, ptrs + 1, lens + 1), "empty table")
         return bytes(ffi.buffer(ptrs[0], lens[0])), bytes(ffi.buffer(ptrs[1], lens[1]))
+
+    def seal(self):
+        """Writes the last data block, filter and index: stats() is final after it."""
+        _check(lib.rldb_tb_seal(self._tb), "table seal")
 
     def finish(self, properties):
         """The whole file, with properties (bytes) as its properties block."""
@@ -623,7 +627,8 @@ _tls = threading.local()
 SLOW_PATH = object()  # tree_get's answer when the value is too big for its buffer
 
 
-def tree_get(mem, imm, levels, cache, key, snapshot, read_block):
+def tree_get(mem, imm, levels, cache, key, snapshot, read_block,
+             _get=lib.rldb_get, _unpack=ffi.unpack, _null=ffi.NULL, _tls=_tls):
     """A point lookup over memtables and tables: None when absent, (kind, value)
     when found, or SLOW_PATH when the value must be read another way.
     read_block(table, block, offset, size) returns a block with its trailer."""
@@ -631,24 +636,21 @@ def tree_get(mem, imm, levels, cache, key, snapshot, read_block):
         r = _tls.result
     except AttributeError:
         r = _tls.result = ffi.new("rldb_get_result *")
-    imm_mt = imm._mt if imm is not None else ffi.NULL
-    resume = 0
-    while True:
-        rc = lib.rldb_get(mem._mt, imm_mt, levels._lv, cache._c, key, len(key), snapshot,
-                          resume, r)
-        if rc == GET_FOUND:
-            if r.trailer & 0xFF:
-                return KIND_VALUE, ffi.unpack(r.value, r.vlen)
-            return KIND_DELETE, b""
-        if rc == GET_NOT_FOUND:
-            return None
-        if rc == GET_NEED_BLOCK:
-            table, block = r.need_table, r.need_block
-            data = read_block(table, block, r.need_offset, r.need_size)
-            if not cache.insert(table, block, data):
-                return SLOW_PATH
-            resume = r.resume
-            continue
-        if rc == GET_TOO_BIG:
+    rc = _get(mem._mt, imm._mt if imm is not None else _null, levels._lv, cache._c, key,
+              len(key), snapshot, 0, r)
+    while rc == GET_NEED_BLOCK:
+        table, block = r.need_table, r.need_block
+        data = read_block(table, block, r.need_offset, r.need_size)
+        if not cache.insert(table, block, data):
             return SLOW_PATH
-        raise error_for(rc, "lookup")
+        rc = _get(mem._mt, imm._mt if imm is not None else _null, levels._lv, cache._c, key,
+                  len(key), snapshot, r.resume, r)
+    if rc == GET_FOUND:
+        if r.trailer & 0xFF:
+            return KIND_VALUE, _unpack(r.value, r.vlen)
+        return KIND_DELETE, b""
+    if rc == GET_NOT_FOUND:
+        return None
+    if rc == GET_TOO_BIG:
+        return SLOW_PATH
+    raise error_for(rc, "lookup")

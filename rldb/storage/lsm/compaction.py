@@ -91,6 +91,7 @@ def pick(version, options, compact_pointers):
 
 def write_table(dirname, number, builder):
     """Finishes builder into file `number` (fsynced, directory too); its FileMeta."""
+    builder.seal()  # the last data block, filter and index: the figures are final
     stats = builder.stats()
     first, last = builder.key_range()
     smallest, largest = split_internal_key(first)[0], split_internal_key(last)[0]
@@ -119,12 +120,11 @@ def build_tables(merger, feeders, dirname, new_number, options, max_file_size,
     max_file_size.  feeders[i]() returns source i's next block or None.
     between_files() runs after each finished table (to flush a memtable)."""
     metas, builder, number = [], None, None
-    bits = options["bloom_bits_per_key"] or 1
     while True:
         if builder is None:
             number = new_number()
-            builder = _core.TableBuilder(options["block_size"], options["restart_interval"], bits,
-                                         options["compression"])
+            builder = _core.TableBuilder(options["block_size"], options["restart_interval"],
+                                         options["bloom_bits_per_key"], options["compression"])
         status, need = merger.compact(builder, max_file_size)
         if status == _core.MERGE_NEED_DATA:
             block = feeders[need]()

@@ -97,7 +97,7 @@ class LSMEngine(Engine):
     def _open_dir(self):
         if not os.path.isdir(self.path):
             if not self.options["create_if_missing"]:
-                raise InvalidArgumentError(f"{self.path} is not a database directory")
+                raise InvalidArgumentError(f"no database in {self.path} (create_if_missing=False)")
             try:
                 os.makedirs(self.path, exist_ok=True)
             except OSError as exc:
@@ -125,6 +125,8 @@ class LSMEngine(Engine):
         elif any(p is not None and p[0] != "temp" for p, _ in parsed):
             raise CorruptionError("CURRENT is missing but the directory holds database files",
                                   os.path.join(self.path, CURRENT))
+        elif not self.options["create_if_missing"]:
+            raise InvalidArgumentError(f"no database in {self.path} (create_if_missing=False)")
         # Files a crash left behind (a table written before its manifest edit)
         # may carry numbers past next_file: never hand those out again.
         numbers = [p[1] for p, _ in parsed if p is not None]
@@ -136,7 +138,7 @@ class LSMEngine(Engine):
         last_seq = versions.last_seq
         for i, number in enumerate(logs):
             path = os.path.join(self.path, log_name(number))
-            result = read_log(path)
+            result = read_log(path, strict=self.options["wal_recovery"] == "strict")
             if result.dropped_bytes:
                 if i != len(logs) - 1:
                     raise CorruptionError(f"log damaged ({result.reason}) and later logs exist",
@@ -230,6 +232,8 @@ class LSMEngine(Engine):
                for kind, key, value in normalize_batch(ops)]
         if ops:
             self._write_ops(ops)
+        elif self._closed:
+            raise ClosedError("the engine is closed")
 
     def _write_ops(self, ops):
         size = sum(len(k) + len(v) for _, k, v in ops)
@@ -442,10 +446,22 @@ class LSMEngine(Engine):
             if obsolete:
                 if kind == "sst":
                     self._tables.evict(number)
-                try:
-                    os.unlink(os.path.join(self.path, name))
-                except FileNotFoundError:
-                    pass
+                self._remove(name, keep=kind == "sst" and versions.torn_tail)
+
+    def _remove(self, name, keep=False):
+        """Deletes a file; with keep, moves it to lost/ instead (after a damaged
+        manifest, an unnamed table may hold data the lost edit pointed to)."""
+        path = os.path.join(self.path, name)
+        try:
+            if keep:
+                os.makedirs(os.path.join(self.path, "lost"), exist_ok=True)
+                os.replace(path, os.path.join(self.path, "lost", name))
+                log.warning("%s: kept unreferenced table in lost/ (the manifest had a torn "
+                            "tail)", path)
+            else:
+                os.unlink(path)
+        except FileNotFoundError:
+            pass
 
     def compact(self, progress=None):
         """A full manual compaction: flushes the memtable, then merges every
@@ -458,8 +474,7 @@ class LSMEngine(Engine):
                 with self._cond:
                     self._switch_memtable_locked()
                 self._wait_for_imm()
-        before = self._versions.current
-        total = sum(f.size for _, f in before.files())
+        total = sum(f.size for _, f in self._versions.current.files())
         done = 0
         with self._compaction_lock:
             for level in range(NUM_LEVELS - 1):
@@ -469,10 +484,13 @@ class LSMEngine(Engine):
                 if level > 0 and not any(version.levels[lv] for lv in range(level + 1, NUM_LEVELS)):
                     break  # everything already sits in this one level
                 c = compactions.setup(version, level, version.levels[level])
+                del version  # let the old version go, so its files can be deleted
                 done += c.input_bytes()
                 self._run_compaction(c, allow_move=False)
                 if progress is not None:
                     progress(min(done, total), total)
+        with self._cond:
+            self._delete_obsolete()
         if progress is not None:
             progress(total, total)
         return {"bytes_in": total, "bytes_out": sum(f.size for _, f in self._versions.current.files())}
@@ -584,20 +602,18 @@ class LSMEngine(Engine):
         """Verifies the manifest against the files, every block checksum, the
         order of keys in every table and across each level, and the memtables."""
         self._check_open()
-        mem, imm, version = self._state
+        with self._cond:  # no version is installed meanwhile
+            mem, imm, version = self._state
+            replay = VersionSet(self.path)
+            replay.recover()
+            on_disk = {f.number for _, f in replay.current.files()}
+            if on_disk != version.numbers() or version is not self._versions.current:
+                raise CorruptionError("the manifest on disk disagrees with the version in memory",
+                                      self.path)
         mem.check()
         if imm is not None:
             imm.check()
-        try:
-            version.check()
-        except AssertionError as exc:
-            raise CorruptionError(f"version invariant broken: {exc}", self.path) from None
-        replay = VersionSet(self.path)
-        replay.recover()
-        on_disk = {f.number for _, f in replay.current.files()}
-        if on_disk != {f.number for _, f in self._versions.current.files()}:
-            raise CorruptionError("the manifest on disk disagrees with the version in memory",
-                                  self.path)
+        version.check()
         for level, f in version.files():
             path = os.path.join(self.path, table_name(f.number))
             if not os.path.exists(path):

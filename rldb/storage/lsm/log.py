@@ -145,22 +145,45 @@ def _parse(data, start):
         yield None, (record_start, "record missing its last fragment")
 
 
-def _intact_record_after(data, pos):
-    """True when a whole record with a good checksum starts at a block boundary
-    after pos: the damage is then in the middle of the log, not a torn tail."""
+def _valid_fragment_at(data, pos):
+    """True when a fragment with a good checksum starts at pos."""
+    if len(data) - pos < HEADER_SIZE or BLOCK_SIZE - pos % BLOCK_SIZE < HEADER_SIZE:
+        return False
+    masked, length, kind = _HEADER.unpack_from(data, pos)
+    if kind not in _TYPE_CRC or length > BLOCK_SIZE - pos % BLOCK_SIZE - HEADER_SIZE:
+        return False
+    fragment = data[pos + HEADER_SIZE:pos + HEADER_SIZE + length]
+    return len(fragment) == length and crc32c(fragment, _TYPE_CRC[kind]) == unmask_crc(masked)
+
+
+def _intact_data_after(data, pos):
+    """True when any fragment with a good checksum follows the damage at pos:
+    then the damage is in the middle of the log, not a torn tail.  Fragments
+    are contiguous, so the candidates are where the damaged fragment says it
+    ends (a flipped data byte leaves its length intact) and the chain of
+    fragment at every later block boundary; inside the damaged block, where a
+    damaged length hides the next fragment, every offset is tried."""
+    candidates = []
+    if len(data) - pos >= HEADER_SIZE:
+        length = _HEADER.unpack_from(data, pos)[1]
+        candidates.append(pos + HEADER_SIZE + length)
+    candidates.extend(range(pos + 1, min(len(data), (pos // BLOCK_SIZE + 1) * BLOCK_SIZE)))
     block = pos // BLOCK_SIZE + 1
     while block * BLOCK_SIZE < len(data):
-        for offset, payload in _parse(data, block * BLOCK_SIZE):
-            if offset is not None:
-                return True
-            break
+        candidates.append(block * BLOCK_SIZE)
         block += 1
+    for start in candidates:
+        if start % BLOCK_SIZE and BLOCK_SIZE - start % BLOCK_SIZE < HEADER_SIZE:
+            start += BLOCK_SIZE - start % BLOCK_SIZE
+        if start > pos and _valid_fragment_at(data, start):
+            return True
     return False
 
 
-def read_log(path):
+def read_log(path, strict=True):
     """Every intact record of the log at path.  A damaged tail is dropped (and
-    reported); damage followed by intact records raises CorruptionError."""
+    reported); damage followed by intact records raises CorruptionError when
+    strict, and otherwise ends the read there too (keeping a prefix)."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -170,7 +193,7 @@ def read_log(path):
     for offset, payload in _parse(data, 0):
         if offset is None:
             stop, reason = payload
-            if _intact_record_after(data, stop):
+            if strict and _intact_data_after(data, stop):
                 raise CorruptionError(f"log damaged ({reason}) before intact records", path, stop)
             result.stopped_at, result.reason = stop, reason
             result.dropped_bytes = len(data) - stop

@@ -11,7 +11,7 @@ DEFAULTS = {
     "restart_interval": 16,
     # Data block compression: "snappy" (kept only where it saves 1/8) or "none".
     "compression": "snappy",
-    # Bloom filter bits per key (~1% false positives at 10); 0 disables lookups by filter.
+    # Bloom filter bits per key (about 1% false positives at 10), 0..64; 0: no filter.
     "bloom_bits_per_key": 10,
     # Bytes of verified data blocks kept in the LRU block cache.
     "block_cache_size": 32 << 20,
@@ -31,11 +31,16 @@ DEFAULTS = {
     "level_size_ratio": 10,
     # Run flushes and compactions in a background thread (False: inline, for tests).
     "background": True,
-    # Create the directory when it holds no database; refuse otherwise.
+    # Create a database when the directory holds none (False: refuse to open).
     "create_if_missing": True,
+    # A damaged write-ahead log with intact records after the damage:
+    # "strict" refuses to open (CorruptionError naming file and offset);
+    # "prefix" recovers the writes before the damage and drops the rest.
+    "wal_recovery": "strict",
 }
 
 NUM_LEVELS = 7
+CHOICES = {"compression": ("snappy", "none"), "wal_recovery": ("strict", "prefix")}
 
 
 def validate(options):
@@ -45,8 +50,9 @@ def validate(options):
     for name, value in options.items():
         default = DEFAULTS[name]
         if isinstance(default, str):
-            if value not in ("snappy", "none"):
-                raise InvalidArgumentError(f"option {name} must be 'snappy' or 'none', not {value!r}")
+            if value not in CHOICES[name]:
+                raise InvalidArgumentError(
+                    f"option {name} must be one of {', '.join(map(repr, CHOICES[name]))}, not {value!r}")
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise InvalidArgumentError(f"option {name} must be True or False, not {value!r}")

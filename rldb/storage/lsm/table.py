@@ -11,7 +11,7 @@ import weakref
 from collections import OrderedDict
 
 from rldb import _core
-from rldb.errors import CorruptionError, StorageIOError
+from rldb.errors import CorruptionError, NotSupportedError, StorageIOError
 from rldb.storage.lsm.format import decode_properties, ikey_compare
 
 FOOTER_SIZE = _core.FOOTER_SIZE
@@ -98,6 +98,9 @@ class Table:
         except CorruptionError as exc:
             raise CorruptionError(f"bad footer ({exc})", self.path,
                                   self.file_size - FOOTER_SIZE) from None
+        except NotSupportedError:
+            raise NotSupportedError(f"{self.path}: table format version is not "
+                                    f"{_core.TABLE_FORMAT}; a newer rldb wrote it") from None
         self.handles = handles
         self.filter = self.read_block(handles[0], handles[1])
         self.properties = decode_properties(self.read_block(handles[2], handles[3]), self.path)
@@ -130,7 +133,7 @@ class Table:
         try:
             return _core.unwrap_block(raw)
         except CorruptionError as exc:
-            raise CorruptionError(f"block {exc}", self.path, offset) from None
+            raise CorruptionError(str(exc), self.path, offset) from None
 
     def block(self, i):
         return self.read_block(*self.index.handles[i])
@@ -145,8 +148,9 @@ class Table:
         if i >= index.count:
             self.counters.bloom_false_positive += 1
             return None
+        block = self.block(i)
         try:
-            found = _core.block_get(self.block(i), key, snapshot)
+            found = _core.block_get(block, key, snapshot)
         except CorruptionError as exc:
             raise CorruptionError(f"bad data block ({exc})", self.path, index.handles[i][0]) from None
         if found is None:
@@ -184,8 +188,9 @@ class Table:
         """Every (internal key, value) in order, every block verified."""
         for i in range(self.index.count):
             offset, _ = self.index.handles[i]
+            block = self.block(i)
             try:
-                yield from _core.decode_block(self.block(i), check_order)
+                yield from _core.decode_block(block, check_order)
             except CorruptionError as exc:
                 raise CorruptionError(f"bad data block ({exc})", self.path, offset) from None
 
@@ -196,8 +201,9 @@ class Table:
         previous = None
         for i in range(self.index.count):
             offset, _ = self.index.handles[i]
+            block = self.block(i)
             try:
-                entries = _core.decode_block(self.block(i), True)
+                entries = _core.decode_block(block, True)
             except CorruptionError as exc:
                 raise CorruptionError(f"bad data block {i} ({exc})", self.path, offset) from None
             if not entries:

@@ -36,6 +36,11 @@ class FileMeta:
         return cls(number, size, bytes(smallest), bytes(largest), entries)
 
 
+def _require(condition, message):
+    if not condition:
+        raise CorruptionError(f"version invariant broken: {message}")
+
+
 class VersionEdit:
     """A change to the file set plus the counters that must survive a crash."""
 
@@ -73,11 +78,24 @@ class VersionEdit:
             edit.added = [(item[0], FileMeta.from_list(item[1:])) for item in record.get("add", ())]
             edit.deleted = [(level, number) for level, number in record.get("del", ())]
             edit.compact_pointers = [(level, bytes(key)) for level, key in record.get("ptr", ())]
-        except CorruptionError:
-            raise
         except Exception as exc:
             raise CorruptionError(f"unreadable version edit ({exc})") from None
+        edit._validate()
         return edit
+
+    def _validate(self):
+        for name in self.FIELDS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise CorruptionError(f"version edit field {name} is {value!r}")
+        levels = [lv for lv, _ in self.added] + [lv for lv, _ in self.deleted] + \
+                 [lv for lv, _ in self.compact_pointers]
+        for level in levels:
+            if not isinstance(level, int) or not 0 <= level < NUM_LEVELS:
+                raise CorruptionError(f"version edit names level {level!r}")
+        for _, meta in self.added:
+            if not all(isinstance(x, int) and x >= 0 for x in (meta.number, meta.size, meta.entries)):
+                raise CorruptionError(f"version edit adds a malformed file {meta!r}")
 
 
 class Version:
@@ -137,18 +155,19 @@ class Version:
         return bisect.bisect_left(self._largest[level], key) if key is not None else 0
 
     def check(self):
+        """Raises CorruptionError when the levels break an invariant."""
         for level, files in enumerate(self.levels):
             for f in files:
-                assert f.smallest <= f.largest, f"file {f.number}: smallest > largest"
+                _require(f.smallest <= f.largest, f"file {f.number}: smallest > largest")
             if level == 0:
                 numbers = [f.number for f in files]
-                assert numbers == sorted(numbers, reverse=True), "L0 not newest first"
+                _require(numbers == sorted(numbers, reverse=True), "L0 not newest first")
             else:
                 for a, b in zip(files, files[1:]):
-                    assert a.largest < b.smallest, \
-                        f"L{level} files {a.number} and {b.number} overlap or are out of order"
+                    _require(a.largest < b.smallest,
+                             f"L{level} files {a.number} and {b.number} overlap or are out of order")
         numbers = [f.number for _, f in self.files()]
-        assert len(numbers) == len(set(numbers)), "a file is in two places"
+        _require(len(numbers) == len(set(numbers)), "a file is in two places")
 
 
 def fsync_dir(path):
@@ -205,6 +224,7 @@ class VersionSet:
         self.manifest_number = None
         self._manifest = None
         self.live = weakref.WeakSet()   # versions still referenced (by reads in progress)
+        self.torn_tail = 0
         self.live.add(self.current)
 
     def new_file_number(self):
@@ -221,6 +241,9 @@ class VersionSet:
         result = log.read_log(path)
         if not result.records:
             raise CorruptionError("manifest holds no version record", path, 0)
+        # A torn last record is an edit that never completed (it was not yet
+        # synced); anything else damaged raised in read_log.
+        self.torn_tail = result.dropped_bytes
         version = Version()
         seen_base = False
         for offset, payload in result.records:
@@ -239,8 +262,8 @@ class VersionSet:
             raise CorruptionError("manifest lacks its base record", path, 0)
         try:
             version.check()
-        except AssertionError as exc:
-            raise CorruptionError(f"manifest describes an impossible version: {exc}", path) from None
+        except CorruptionError as exc:
+            raise CorruptionError(f"manifest describes an impossible version ({exc})", path) from None
         self.manifest_number = int(name.split("-")[1])
         self._install(version)
         return result
