@@ -10,7 +10,9 @@
  *   the data block is not cached it returns RLDB_GET_NEED_BLOCK and where to
  *   resume, the caller reads and inserts the block, and calls again. */
 #include "internal.h"
+#include <errno.h>
 #include <pthread.h>
+#include <unistd.h>
 
 /* ---- cache ---- */
 typedef struct centry {
@@ -133,6 +135,36 @@ int rldb_cache_insert(rldb_cache *c, uint64_t table, uint32_t block, const uint8
     if (c->count > c->nbuckets) cgrow(c);
     pthread_mutex_unlock(&c->mu);
     return 1;
+}
+
+/* Reads a block (size bytes of contents + the trailer) at offset of fd,
+ * verifies it and caches its contents: rldb_cache_insert without the copy
+ * through Python.  RLDB_ERR_IO with *err set when the read fails. */
+int rldb_cache_load(rldb_cache *c, uint64_t table, uint32_t block, int fd, uint64_t offset,
+                    uint64_t size, int *err) {
+    size_t n = (size_t)size + RLDB_BLOCK_TRAILER;
+    uint8_t stack[8192];
+    uint8_t *buf = n <= sizeof stack ? stack : malloc(n);
+    if (!buf) return RLDB_ERR_NO_MEMORY;
+    size_t got = 0;
+    int rc = RLDB_OK;
+    while (got < n) {
+        ssize_t r = pread(fd, buf + got, n - got, (off_t)(offset + got));
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            *err = errno;
+            rc = RLDB_ERR_IO;
+            break;
+        }
+        if (r == 0) {
+            rc = RLDB_ERR_TRUNCATED;
+            break;
+        }
+        got += (size_t)r;
+    }
+    if (rc == RLDB_OK) rc = rldb_cache_insert(c, table, block, buf, n);
+    if (buf != stack) free(buf);
+    return rc;
 }
 
 void rldb_cache_erase_table(rldb_cache *c, uint64_t table, uint32_t nblocks) {

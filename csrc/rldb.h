@@ -177,6 +177,10 @@ rldb_cache *rldb_cache_new(size_t capacity);
 void rldb_cache_free(rldb_cache *c);
 /* 1 cached, 0 not cacheable (too big), <0 bad checksum; data includes the trailer. */
 int rldb_cache_insert(rldb_cache *c, uint64_t table, uint32_t block, const uint8_t *data, size_t len);
+/* Reads, verifies and caches a block from fd: 1 cached, 0 too big, <0 error
+ * (RLDB_ERR_IO with *err = errno). */
+int rldb_cache_load(rldb_cache *c, uint64_t table, uint32_t block, int fd, uint64_t offset,
+                    uint64_t size, int *err);
 void rldb_cache_erase_table(rldb_cache *c, uint64_t table, uint32_t nblocks);
 void rldb_cache_get_stats(rldb_cache *c, rldb_cache_stats *st);
 int rldb_cache_check(rldb_cache *c);

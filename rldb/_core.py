@@ -577,6 +577,17 @@ class BlockCache:
             raise error_for(rc, "block")
         return rc == 1
 
+    def load(self, table, block, fd, offset, size):
+        """Reads block `block` of a table from fd, verifies and caches it;
+        False when too big to cache.  OSError when the read fails."""
+        err = ffi.new("int *")
+        rc = lib.rldb_cache_load(self._c, table, block, fd, offset, size, err)
+        if rc == lib.RLDB_ERR_IO:
+            raise OSError(err[0], os.strerror(err[0]))
+        if rc < 0:
+            raise error_for(rc, "block")
+        return rc == 1
+
     def erase_table(self, table, nblocks):
         lib.rldb_cache_erase_table(self._c, table, nblocks)
 
@@ -627,30 +638,41 @@ _tls = threading.local()
 SLOW_PATH = object()  # tree_get's answer when the value is too big for its buffer
 
 
-def tree_get(mem, imm, levels, cache, key, snapshot, read_block,
-             _get=lib.rldb_get, _unpack=ffi.unpack, _null=ffi.NULL, _tls=_tls):
-    """A point lookup over memtables and tables: None when absent, (kind, value)
-    when found, or SLOW_PATH when the value must be read another way.
-    read_block(table, block, offset, size) returns a block with its trailer."""
-    try:
-        r = _tls.result
-    except AttributeError:
-        r = _tls.result = ffi.new("rldb_get_result *")
-    rc = _get(mem._mt, imm._mt if imm is not None else _null, levels._lv, cache._c, key,
-              len(key), snapshot, 0, r)
-    while rc == GET_NEED_BLOCK:
-        table, block = r.need_table, r.need_block
-        data = read_block(table, block, r.need_offset, r.need_size)
-        if not cache.insert(table, block, data):
+class TreeView:
+    """What a point lookup reads at one moment: the memtables, the tables of
+    one version (as Levels) and the block cache.  load_block(table, block,
+    offset, size) puts a missing block into the cache (False: too big)."""
+
+    __slots__ = ("state", "_held", "_mt", "_imt", "_lv", "_c", "_load_block")
+
+    def __init__(self, mem, imm, levels, cache, load_block, state=None):
+        self.state = state  # the caller's own view of the same moment
+        self._held = (mem, imm, levels)  # keeps the C objects alive
+        self._mt = mem._mt
+        self._imt = imm._mt if imm is not None else ffi.NULL
+        self._lv = levels._lv
+        self._c = cache._c
+        self._load_block = load_block
+
+    def get(self, key, snapshot, _get=lib.rldb_get, _unpack=ffi.unpack, _tls=_tls):
+        """None when absent, (kind, value) when found, or SLOW_PATH when the
+        value is too big for the C path's buffer."""
+        try:
+            r = _tls.result
+        except AttributeError:
+            r = _tls.result = ffi.new("rldb_get_result *")
+        rc = _get(self._mt, self._imt, self._lv, self._c, key, len(key), snapshot, 0, r)
+        while rc == GET_NEED_BLOCK:
+            if not self._load_block(r.need_table, r.need_block, r.need_offset, r.need_size):
+                return SLOW_PATH
+            rc = _get(self._mt, self._imt, self._lv, self._c, key, len(key), snapshot,
+                      r.resume, r)
+        if rc == GET_FOUND:
+            if r.trailer & 0xFF:
+                return KIND_VALUE, _unpack(r.value, r.vlen)
+            return KIND_DELETE, b""
+        if rc == GET_NOT_FOUND:
+            return None
+        if rc == GET_TOO_BIG:
             return SLOW_PATH
-        rc = _get(mem._mt, imm._mt if imm is not None else _null, levels._lv, cache._c, key,
-                  len(key), snapshot, r.resume, r)
-    if rc == GET_FOUND:
-        if r.trailer & 0xFF:
-            return KIND_VALUE, _unpack(r.value, r.vlen)
-        return KIND_DELETE, b""
-    if rc == GET_NOT_FOUND:
-        return None
-    if rc == GET_TOO_BIG:
-        return SLOW_PATH
-    raise error_for(rc, "lookup")
+        raise error_for(rc, "lookup")

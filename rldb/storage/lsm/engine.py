@@ -59,7 +59,7 @@ class LSMEngine(Engine):
         self._sync = opts["sync"]
         self._memtable_limit = opts["memtable_size"]
         self._slowdown = opts["l0_slowdown_trigger"]
-        self._state = None
+        self._state = self._view = None
         self._closed = False
         self._closing = False
         self._bg_error = None
@@ -175,8 +175,16 @@ class LSMEngine(Engine):
         self._last_seq = last_seq
         self._mem_bytes = 0
         self._imm = None
-        self._state = (Memtable(seed=new_log), None, self._with_native(versions.current))
+        self._set_state(Memtable(seed=new_log), None, versions.current)
         self._delete_obsolete()
+
+    def _set_state(self, mem, imm, version):
+        """Installs what readers see: one tuple for scans, one view for gets."""
+        version = self._with_native(version)
+        state = (mem, imm, version)
+        self._view = _core.TreeView(mem, imm, version.native, self._cache,
+                                    self._tables.load_block, state)
+        self._state = state
 
     def _with_native(self, version):
         """Attaches the C view of version's tables that point lookups use."""
@@ -300,7 +308,7 @@ class LSMEngine(Engine):
         self._imm = mem
         self._wal = new_wal
         self._mem_bytes = 0
-        self._state = (Memtable(seed=number), mem, version)
+        self._set_state(Memtable(seed=number), mem, version)
         old_wal.close(sync=True)
 
     def flush(self):
@@ -365,10 +373,10 @@ class LSMEngine(Engine):
             edit.add(0, meta)
             self._counters["flush_bytes"] += meta.size
         with self._cond:
-            version = self._with_native(self._versions.log_and_apply(edit))
+            version = self._versions.log_and_apply(edit)
             self._pending_outputs.discard(number)
             self._imm = None
-            self._state = (self._state[0], None, version)
+            self._set_state(self._state[0], None, version)
             self._counters["flushes"] += 1
             self._cond.notify_all()
             self._delete_obsolete()
@@ -398,8 +406,8 @@ class LSMEngine(Engine):
             edit.add(c.output_level, f)
             edit.compact_pointers.append((c.level, f.largest))
             with self._cond:
-                version = self._with_native(versions.log_and_apply(edit))
-                self._state = (self._state[0], self._state[1], version)
+                version = versions.log_and_apply(edit)
+                self._set_state(self._state[0], self._state[1], version)
                 self._counters["trivial_moves"] += 1
                 self._cond.notify_all()
             return
@@ -417,8 +425,8 @@ class LSMEngine(Engine):
             c, self._tables.get, self.path, new_number, self.options, between)
         edit.compact_pointers.append((c.level, max(f.largest for f in c.inputs)))
         with self._cond:
-            version = self._with_native(versions.log_and_apply(edit))
-            self._state = (self._state[0], self._state[1], version)
+            version = versions.log_and_apply(edit)
+            self._set_state(self._state[0], self._state[1], version)
             for meta in metas:
                 self._pending_outputs.discard(meta.number)
             self._counters["compactions"] += 1
@@ -501,14 +509,12 @@ class LSMEngine(Engine):
         if key.__class__ is not bytes or not key:
             check_key(key)
         snapshot = self._last_seq
-        state = self._state
-        if state is None:
+        view = self._view
+        if view is None:
             raise ClosedError("the engine is closed")
-        mem, imm, version = state
-        found = _core.tree_get(mem, imm, version.native, self._cache, key, snapshot,
-                               self._tables.read_block)
+        found = view.get(key, snapshot)
         if found is _core.SLOW_PATH:
-            found = self._get_slow(mem, imm, version, key, snapshot)
+            found = self._get_slow(*view.state, key, snapshot)
         if found is None or found[0] != KIND_VALUE:
             return None
         return found[1]
@@ -555,7 +561,7 @@ class LSMEngine(Engine):
             self._worker.join()
         self._wal.close(sync=True)
         self._versions.close()
-        self._state = None
+        self._state = self._view = None
         self._tables.clear()
         self._release_lock()
 

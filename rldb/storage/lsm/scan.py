@@ -2,6 +2,8 @@
 
 The memtables and one source per L0 table and per deeper level feed the C
 merge (csrc/merge.c); this module only hands it blocks, in order, as it asks."""
+from itertools import chain
+
 from rldb import _core
 from rldb.storage.lsm.options import NUM_LEVELS
 
@@ -24,7 +26,14 @@ def _in_range(f, start, end):
 
 
 def iterate(mem, imm, version, snapshot, open_table, start, end, reverse):
-    """Yields (key, value) for start <= key < end at snapshot."""
+    """An iterator of (key, value) for start <= key < end at snapshot.  The
+    entries come in chunks (about a block's worth); chaining them keeps the
+    per-entry work in C."""
+    return chain.from_iterable(_chunks(mem, imm, version, snapshot, open_table, start, end,
+                                       reverse))
+
+
+def _chunks(mem, imm, version, snapshot, open_table, start, end, reverse):
     memtables = [m for m in (mem, imm) if m is not None]
     groups = [[f] for f in version.levels[0] if _in_range(f, start, end)]
     for level in range(1, NUM_LEVELS):
@@ -40,7 +49,8 @@ def iterate(mem, imm, version, snapshot, open_table, start, end, reverse):
     base = len(memtables)
     while True:
         status, need, entries = merger.scan()
-        yield from entries
+        if entries:
+            yield entries
         if status == _core.MERGE_DONE:
             return
         if status == _core.MERGE_NEED_DATA:

@@ -121,6 +121,16 @@ class Table:
             raise CorruptionError(f"short read ({len(data)} of {size} bytes)", self.path, offset)
         return data
 
+    def load_into(self, cache, block, offset, size):
+        """Reads data block `block` straight into the C block cache."""
+        f = self.files.get(self.number, self.path)
+        try:
+            return cache.load(self.number, block, f.fd, offset, size)
+        except OSError as exc:
+            raise StorageIOError(exc.errno, f"read of {self.path} failed: {exc.strerror}") from None
+        except CorruptionError as exc:
+            raise CorruptionError(str(exc), self.path, offset) from None
+
     def read_raw(self, offset, size):
         """A block with its trailer, unverified (the block cache verifies)."""
         return self._pread(offset, size + BLOCK_TRAILER)

@@ -31,8 +31,9 @@ class TableCache:
                 self._tables[number] = table
             return table
 
-    def read_block(self, number, block, offset, size):
-        return self.by_number(number).read_raw(offset, size)
+    def load_block(self, number, block, offset, size):
+        """Reads a data block into the block cache; False when it is too big."""
+        return self.by_number(number).load_into(self.block_cache, block, offset, size)
 
     def evict(self, number):
         with self._lock:
