@@ -140,7 +140,17 @@ int rldb_snappy_decompress(const uint8_t *src, size_t n, uint8_t *dst, size_t ca
             ip += 4;
         }
         if (offset == 0 || offset > op || want - op < len) return RLDB_ERR_CORRUPT;
-        for (size_t i = 0; i < len; i++) dst[op + i] = dst[op - offset + i];  /* may overlap */
+        uint8_t *d = dst + op;
+        const uint8_t *from = d - offset;
+        if (offset >= len) {
+            memcpy(d, from, len);
+        } else if (offset >= 8) {  /* each 8-byte step reads bytes already written */
+            size_t i = 0;
+            for (; i + 8 <= len; i += 8) memcpy(d + i, from + i, 8);
+            for (; i < len; i++) d[i] = from[i];
+        } else {
+            for (size_t i = 0; i < len; i++) d[i] = from[i];  /* a short repeating pattern */
+        }
         op += len;
     }
     if (op != want) return RLDB_ERR_CORRUPT;
