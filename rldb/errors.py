@@ -34,3 +34,23 @@ class NotSupportedError(RldbError):
 
 class ClosedError(RldbError):
     """The engine (or connection) was closed; open a new one."""
+
+
+class RequestError(RldbError):
+    """A node answered a request with an error.  kind is the protocol's tag
+    (NotFound, QuorumNotReached, InvalidRequest, Internal); fields its details."""
+
+    def __init__(self, kind, fields=None):
+        self.kind = kind
+        self.fields = fields or {}
+        detail = self.fields.get("reason") or ", ".join(
+            f"{k}={v!r}" for k, v in self.fields.items() if k != "errors")
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+
+
+class QuorumNotReachedError(RequestError):
+    """Fewer replicas than r (or w) answered before the deadline."""
+
+
+class ConnectionLostError(RldbError, ConnectionError):
+    """The connection to a node failed or closed before the reply came."""

@@ -1,0 +1,141 @@
+"""rldb-client: talk to a node from a shell.  Mirrors the original rldb CLI
+(ping, get, put, join-cluster with -p PORT) and adds delete, cluster-state and
+stats.  Output is JSON; --pretty indents it.  A failure prints one line and
+exits 1."""
+import json
+import sys
+
+import click
+
+from rldb.errors import RldbError
+from rldb.net.client import Client
+
+
+def _text(value):
+    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+
+
+def _emit(ctx, obj):
+    indent = 2 if ctx.obj["pretty"] else None
+    click.echo(json.dumps(obj, indent=indent, default=_text))
+
+
+def _call(ctx, method, *args, **kwargs):
+    o = ctx.obj
+    try:
+        with Client(o["host"], o["port"], o["timeout"]) as client:
+            return getattr(client, method)(*args, **kwargs)
+    except (RldbError, TimeoutError, OSError) as exc:
+        click.echo(f"rldb-client: {method} failed: {exc}", err=True)
+        sys.exit(1)
+
+
+def _use(ctx, port, pretty_here):
+    ctx.obj["port"] = port
+    ctx.obj["pretty"] = ctx.obj["pretty"] or pretty_here
+
+
+def _context(hex_text):
+    if hex_text is None:
+        return None
+    try:
+        return bytes.fromhex(hex_text)
+    except ValueError:
+        raise click.BadParameter("the context is the hex string a get printed") from None
+
+
+def port_option(command):
+    """-p PORT, plus --pretty accepted after the command name too."""
+    command = click.option("--pretty", "pretty_here", is_flag=True,
+                           help="indented, readable output")(command)
+    return click.option("-p", "--port", type=int, required=True, help="the node's port")(command)
+
+
+@click.group()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--timeout", default=5.0, show_default=True, help="seconds to wait for a reply")
+@click.option("--pretty", is_flag=True, help="indented, readable output")
+@click.pass_context
+def main(ctx, host, timeout, pretty):
+    """Command-line client for rldb nodes."""
+    ctx.obj = {"host": host, "timeout": timeout, "pretty": pretty}
+
+
+@main.command()
+@port_option
+@click.pass_context
+def ping(ctx, port, pretty_here):
+    """Check that a node answers."""
+    _use(ctx, port, pretty_here)
+    _emit(ctx, {"message": _call(ctx, "ping")})
+
+
+@main.command()
+@port_option
+@click.option("-k", "--key", required=True)
+@click.pass_context
+def get(ctx, port, key, pretty_here):
+    """Read a key: every sibling and the context to write back with."""
+    _use(ctx, port, pretty_here)
+    result = _call(ctx, "get", key)
+    if result is None:
+        click.echo(f"rldb-client: key {key!r} not found", err=True)
+        sys.exit(1)
+    _emit(ctx, {"values": [_text(v) for v in result.values], "context": result.context.hex()})
+
+
+@main.command()
+@port_option
+@click.option("-k", "--key", required=True)
+@click.option("-v", "--value", required=True)
+@click.option("-c", "--context", default=None, help="the context a get printed")
+@click.pass_context
+def put(ctx, port, key, value, context, pretty_here):
+    """Write a value (with the context of the value it replaces)."""
+    _use(ctx, port, pretty_here)
+    _call(ctx, "put", key, value, _context(context))
+    _emit(ctx, {"message": "Ok"})
+
+
+@main.command()
+@port_option
+@click.option("-k", "--key", required=True)
+@click.option("-c", "--context", default=None, help="the context a get printed")
+@click.pass_context
+def delete(ctx, port, key, context, pretty_here):
+    """Delete a key (every version the node has seen, or those of the context)."""
+    _use(ctx, port, pretty_here)
+    _call(ctx, "delete", key, _context(context))
+    _emit(ctx, {"message": "Ok"})
+
+
+@main.command("join-cluster")
+@port_option
+@click.option("--known-cluster-node", required=True, help="host:port of a node in the cluster")
+@click.pass_context
+def join_cluster(ctx, port, known_cluster_node, pretty_here):
+    """Make the node at PORT join the cluster KNOWN_CLUSTER_NODE belongs to."""
+    _use(ctx, port, pretty_here)
+    _emit(ctx, {"message": _call(ctx, "join_cluster", known_cluster_node)})
+
+
+@main.command("cluster-state")
+@port_option
+@click.pass_context
+def cluster_state(ctx, port, pretty_here):
+    """The nodes this node knows, with their status."""
+    _use(ctx, port, pretty_here)
+    _emit(ctx, {"nodes": _call(ctx, "cluster_state")})
+
+
+@main.command()
+@port_option
+@click.pass_context
+def stats(ctx, port, pretty_here):
+    """Request counts, latencies, connections and engine figures of a node."""
+    _use(ctx, port, pretty_here)
+    _emit(ctx, _call(ctx, "stats"))
+
+
+if __name__ == "__main__":
+    main()

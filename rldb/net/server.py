@@ -1,0 +1,255 @@
+"""The asyncio shell around the node core: TCP in, bytes out.
+
+Each connection decodes frames as they arrive, hands the commands to the
+core (NodeCore, sans-IO), and writes replies back in the order the requests
+came (a connection may pipeline).  The server also keeps one timer at the
+core's next deadline.  Bad input gets an error reply where one can be sent,
+and the connection is closed only when the byte stream cannot go on."""
+import asyncio
+import collections
+import logging
+import time
+
+from rldb.cluster import commands as c
+from rldb.net import codec
+from rldb.net import protocol as p
+from rldb.net.stats import ServerStats
+
+log = logging.getLogger("rldb.server")
+
+COMMAND_NAMES = {p.PING: "ping", p.GET: "get", p.PUT: "put", p.JOIN_CLUSTER: "join_cluster",
+                 p.CLUSTER_STATE: "cluster_state", p.BGET: "bget", p.BPUT: "bput",
+                 p.BDELETE: "bdelete", p.STATS: "stats"}
+
+
+class _Slot:
+    __slots__ = ("frame", "cmd_id", "request_id", "started", "name")
+
+    def __init__(self, cmd_id, request_id, started):
+        self.frame = None
+        self.cmd_id = cmd_id
+        self.request_id = request_id
+        self.started = started
+        self.name = COMMAND_NAMES.get(cmd_id, f"cmd{cmd_id}")
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, server):
+        self.server = server
+        self.decoder = p.FrameDecoder()
+        self.slots = collections.deque()
+        self.transport = None
+        self.peer = None
+        self.closing = False
+        self.last_activity = time.monotonic()
+        self._idle_handle = None
+
+    # asyncio callbacks
+    def connection_made(self, transport):
+        self.transport = transport
+        self.peer = transport.get_extra_info("peername")
+        if not self.server.admit(self):
+            log.warning("refusing connection from %s: max_connections (%d) reached",
+                        self.peer, self.server.cfg.max_connections)
+            transport.abort()
+            return
+        self._arm_idle()
+
+    def connection_lost(self, exc):
+        if self._idle_handle is not None:
+            self._idle_handle.cancel()
+        self.closing = True
+        self.server.forget(self)
+
+    def data_received(self, data):
+        self.last_activity = time.monotonic()
+        if self.closing:
+            return
+        server = self.server
+        try:
+            frames = self.decoder.feed(data)
+        except p.ProtocolError as exc:
+            frames = []
+            self._protocol_error(exc)
+        for cmd_id, request_id, payload in frames:
+            slot = _Slot(cmd_id, request_id, time.perf_counter())
+            self.slots.append(slot)
+            try:
+                command = codec.decode_request(cmd_id, request_id, payload)
+            except p.ProtocolError as exc:
+                server.stats.protocol_errors += 1
+                log.info("request %s from %s: %s", request_id, self.peer, exc)
+                self.complete(slot, codec.encode_error(cmd_id, request_id, exc.error), True)
+                continue
+            server.submit(self, slot, command)
+        if frames and not self.closing:
+            try:
+                self.decoder.feed(b"")  # a bad frame after good ones in the same read
+            except p.ProtocolError as exc:
+                self._protocol_error(exc)
+        self.flush()
+
+    def eof_received(self):
+        if self.decoder.buffered:
+            log.info("client %s closed the connection in the middle of a frame", self.peer)
+        return False
+
+    # replies
+    def _protocol_error(self, exc):
+        self.server.stats.protocol_errors += 1
+        log.warning("closing connection from %s: %s", self.peer, exc)
+        slot = _Slot(exc.cmd_id, exc.request_id, time.perf_counter())
+        slot.frame = codec.encode_error(exc.cmd_id, exc.request_id or "", exc.error)
+        self.slots.append(slot)
+        self.closing = True
+
+    def complete(self, slot, frame, error=False):
+        slot.frame = frame
+        self.server.stats.record(slot.name, time.perf_counter() - slot.started, error)
+
+    def flush(self):
+        out = []
+        slots = self.slots
+        while slots and slots[0].frame is not None:
+            out.append(slots.popleft().frame)
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if self.closing and not slots and self.transport is not None:
+            self.transport.close()
+
+    # idle timeout
+    def _arm_idle(self, delay=None):
+        timeout = self.server.cfg.idle_timeout_ms / 1000
+        self._idle_handle = asyncio.get_running_loop().call_later(
+            timeout if delay is None else delay, self._check_idle)
+
+    def _check_idle(self):
+        timeout = self.server.cfg.idle_timeout_ms / 1000
+        idle = time.monotonic() - self.last_activity
+        if idle >= timeout and not self.slots:
+            log.info("closing idle connection from %s after %.1f s", self.peer, idle)
+            self.transport.close()
+        else:
+            self._arm_idle(max(timeout - idle, 0.05))
+
+    @property
+    def pending(self):
+        return len(self.slots)
+
+
+class NodeServer:
+    """Connections, the core, its timer, and what sits between them."""
+
+    def __init__(self, cfg, core, engine=None):
+        self.cfg = cfg
+        self.core = core
+        self.engine = engine
+        self.stats = ServerStats()
+        self.connections = set()
+        self._pending = {}
+        self._next_token = 0
+        self._server = None
+        self._timer = None
+        self._timer_at = None
+        self.started = time.time()
+
+    async def start(self):
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: Connection(self), self.cfg.host,
+                                                self.cfg.port, reuse_address=True, backlog=1024)
+        self._schedule_timer()
+        log.info("node %s listening on %s (engine %s)", self.cfg.node_id, self.cfg.addr,
+                 self.cfg.storage_engine)
+        return self
+
+    @property
+    def port(self):
+        return self._server.sockets[0].getsockname()[1]
+
+    def admit(self, conn):
+        if len(self.connections) >= self.cfg.max_connections:
+            self.stats.connections_refused += 1
+            return False
+        self.connections.add(conn)
+        self.stats.connections_open = len(self.connections)
+        self.stats.connections_total += 1
+        return True
+
+    def forget(self, conn):
+        self.connections.discard(conn)
+        self.stats.connections_open = len(self.connections)
+
+    # ---- requests -------------------------------------------------------------------------
+
+    def submit(self, conn, slot, command):
+        if isinstance(command, c.Stats):
+            reply = c.Ok(self.stats_snapshot())
+            conn.complete(slot, codec.encode_reply(slot.cmd_id, slot.request_id, reply))
+            return
+        token = self._next_token
+        self._next_token += 1
+        self._pending[token] = (conn, slot)
+        self.core.handle_client(token, command, time.time())
+        self._drain()
+
+    def _drain(self):
+        for token, reply in self.core.replies():
+            entry = self._pending.pop(token, None)
+            if entry is None:
+                continue
+            conn, slot = entry
+            error = isinstance(reply, c.Err) and reply.kind != "NotFound"
+            if isinstance(reply, c.Err):
+                log.info("request %s (%s): %s %s", slot.request_id, slot.name, reply.kind,
+                         reply.fields.get("reason", ""))
+            conn.complete(slot, codec.encode_reply(slot.cmd_id, slot.request_id, reply), error)
+            if conn is not None:
+                conn.flush()
+        self._schedule_timer()
+
+    def _schedule_timer(self):
+        deadline = self.core.next_deadline()
+        if deadline is None or deadline == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._timer_at = deadline
+        self._timer = loop.call_later(max(0.0, deadline - time.time()), self._on_timer)
+
+    def _on_timer(self):
+        self._timer = self._timer_at = None
+        self.core.handle_timer(time.time())
+        self._drain()
+
+    def stats_snapshot(self):
+        snap = {"node_id": self.cfg.node_id, "addr": self.cfg.addr,
+                "uptime_s": round(time.time() - self.started, 1), "server": self.stats.summary()}
+        if self.engine is not None:
+            try:
+                snap["engine"] = self.engine.stats()
+            except Exception as exc:  # a stats call must not take the node down
+                snap["engine"] = {"error": str(exc)}
+        return snap
+
+    # ---- shutdown -----------------------------------------------------------------------------
+
+    async def shutdown(self, grace=5.0):
+        """Stops accepting, lets requests in flight finish (up to grace
+        seconds), closes the connections and the engine."""
+        if self._server is not None:
+            self._server.close()
+        deadline = time.monotonic() + grace
+        while self._pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self.connections):
+            conn.flush()
+            if conn.transport is not None:
+                conn.transport.close()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self.engine is not None:
+            self.engine.close()
+        log.info("node %s stopped", self.cfg.node_id)
