@@ -4,10 +4,14 @@ import logging
 import os
 import signal
 import sys
+import time
 
 import click
 
-from rldb.cluster.node import NodeCore
+import random
+import struct
+
+from rldb.cluster.node import CoreConfig, NodeCore
 from rldb.cluster.store import ObjectStore
 from rldb.errors import RldbError
 from rldb.net.config import ConfigError, load
@@ -20,9 +24,26 @@ def open_node_engine(cfg):
     return open_engine(cfg.storage_engine, path, **cfg.storage_options)
 
 
+def next_generation(store):
+    """The node's restart counter, kept in its own store: grows on every start."""
+    raw = store.get_meta(b"generation")
+    generation = (struct.unpack(">Q", raw)[0] if raw and len(raw) == 8 else 0) + 1
+    store.put_meta(b"generation", struct.pack(">Q", generation))
+    return generation
+
+
+def make_core(cfg, engine, now):
+    store = ObjectStore(engine, cfg.partitions)
+    core_cfg = CoreConfig(
+        node_id=cfg.node_id, addr=cfg.addr, n=cfg.quorum.n, r=cfg.quorum.r, w=cfg.quorum.w,
+        partitions=cfg.partitions, gossip_interval=cfg.heartbeat.interval / 1000,
+        fanout=cfg.heartbeat.fanout, request_timeout=cfg.request_timeout_ms / 1000)
+    return NodeCore(core_cfg, store, random.Random(os.urandom(16)), next_generation(store), now)
+
+
 async def serve(cfg):
     engine = open_node_engine(cfg)
-    core = NodeCore(cfg.node_id, ObjectStore(engine, cfg.partitions), addr=cfg.addr)
+    core = make_core(cfg, engine, time.time())
     server = NodeServer(cfg, core, engine)
     try:
         await server.start()

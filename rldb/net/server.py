@@ -13,6 +13,7 @@ import time
 from rldb.cluster import commands as c
 from rldb.net import codec
 from rldb.net import protocol as p
+from rldb.net.peers import PeerPool
 from rldb.net.stats import ServerStats
 
 log = logging.getLogger("rldb.server")
@@ -72,6 +73,9 @@ class Connection(asyncio.Protocol):
             frames = []
             self._protocol_error(exc)
         for cmd_id, request_id, payload in frames:
+            if cmd_id == p.INTERNAL:
+                server.peer_message(payload)
+                continue
             slot = _Slot(cmd_id, request_id, time.perf_counter())
             self.slots.append(slot)
             try:
@@ -151,6 +155,7 @@ class NodeServer:
         self._server = None
         self._timer = None
         self._timer_at = None
+        self.peers = PeerPool()
         self.started = time.time()
 
     async def start(self):
@@ -192,7 +197,18 @@ class NodeServer:
         self.core.handle_client(token, command, time.time())
         self._drain()
 
+    def peer_message(self, payload):
+        try:
+            msg = p.parse_msgpack(payload, p.INTERNAL, "")
+        except p.ProtocolError:
+            self.stats.protocol_errors += 1
+            return
+        self.core.handle_message(msg, time.time())
+        self._drain()
+
     def _drain(self):
+        for addr, msg in self.core.messages_to_send():
+            self.peers.send(addr, msg)
         for token, reply in self.core.replies():
             entry = self._pending.pop(token, None)
             if entry is None:
@@ -221,10 +237,12 @@ class NodeServer:
         self._timer = self._timer_at = None
         self.core.handle_timer(time.time())
         self._drain()
+        self._schedule_timer()
 
     def stats_snapshot(self):
         snap = {"node_id": self.cfg.node_id, "addr": self.cfg.addr,
-                "uptime_s": round(time.time() - self.started, 1), "server": self.stats.summary()}
+                "uptime_s": round(time.time() - self.started, 1), "server": self.stats.summary(),
+                "peers": self.peers.stats(), "cluster": self.core.counters}
         if self.engine is not None:
             try:
                 snap["engine"] = self.engine.stats()
@@ -248,6 +266,7 @@ class NodeServer:
                 conn.transport.close()
         if self._timer is not None:
             self._timer.cancel()
+        self.peers.close()
         if self._server is not None:
             await self._server.wait_closed()
         if self.engine is not None:
