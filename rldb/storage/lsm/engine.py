@@ -440,8 +440,11 @@ class LSMEngine(Engine):
     def _delete_obsolete(self):
         """Removes files no live version needs (called with the mutex held or at open)."""
         versions = self._versions
+        # List first: a file created after the listing is not considered, and
+        # one created before it was registered (pending or in a version) first.
+        names = os.listdir(self.path)
         live = versions.live_numbers() | self._pending_outputs
-        for name in os.listdir(self.path):
+        for name in names:
             parsed = parse_name(name)
             if parsed is None:
                 continue

@@ -104,7 +104,8 @@ class LogReadResult:
 
 def _parse(data, start):
     """Yields (offset, payload) from start; stops at the first fault with
-    (None, (offset, reason))."""
+    (None, (drop_from, check_from, reason)): what follows drop_from is lost,
+    and intact fragments from check_from on mean the damage is not a tail."""
     pos = start
     n = len(data)
     parts = []
@@ -115,34 +116,34 @@ def _parse(data, start):
             pos += left
             continue
         if n - pos < HEADER_SIZE:
-            yield None, (pos, "truncated fragment header")
+            yield None, (pos, pos, "truncated fragment header")
             return
         masked, length, kind = _HEADER.unpack_from(data, pos)
         if kind == 0 and length == 0 and masked == 0:
-            yield None, (pos, "zero-filled space")
+            yield None, (pos, pos, "zero-filled space")
             return
         if length > left - HEADER_SIZE or pos + HEADER_SIZE + length > n:
-            yield None, (pos, "fragment runs past its block or the file")
+            yield None, (pos, pos, "fragment runs past its block or the file")
             return
         fragment = data[pos + HEADER_SIZE:pos + HEADER_SIZE + length]
         if kind not in _TYPE_CRC or crc32c(fragment, _TYPE_CRC[kind]) != unmask_crc(masked):
-            yield None, (pos, "checksum mismatch")
+            yield None, (pos, pos, "checksum mismatch")
             return
         if kind in (FULL, FIRST):
             if parts:
-                yield None, (record_start, "record missing its last fragment")
+                yield None, (record_start, pos, "record missing its last fragment")
                 return
             record_start = pos
         elif not parts:
-            yield None, (pos, "fragment without a first fragment")
+            yield None, (pos, pos, "fragment without a first fragment")
             return
         parts.append(fragment)
         pos += HEADER_SIZE + length
         if kind in (FULL, LAST):
             yield record_start, b"".join(parts)
             parts = []
-    if parts:
-        yield None, (record_start, "record missing its last fragment")
+    if parts:  # the file ends inside a record: a torn tail, nothing after it
+        yield None, (record_start, n, "record missing its last fragment")
 
 
 def _valid_fragment_at(data, pos):
@@ -157,13 +158,13 @@ def _valid_fragment_at(data, pos):
 
 
 def _intact_data_after(data, pos):
-    """True when any fragment with a good checksum follows the damage at pos:
-    then the damage is in the middle of the log, not a torn tail.  Fragments
-    are contiguous, so the candidates are where the damaged fragment says it
-    ends (a flipped data byte leaves its length intact) and the chain of
-    fragment at every later block boundary; inside the damaged block, where a
-    damaged length hides the next fragment, every offset is tried."""
-    candidates = []
+    """True when a fragment with a good checksum starts at or after pos: then
+    the damage is in the middle of the log, not a torn tail.  Fragments are
+    contiguous, so the candidates are pos itself, where the fragment at pos
+    says it ends (a flipped data byte leaves its length intact), every later
+    block boundary, and, inside pos's block, where a damaged length hides the
+    next fragment, every offset."""
+    candidates = [pos]
     if len(data) - pos >= HEADER_SIZE:
         length = _HEADER.unpack_from(data, pos)[1]
         candidates.append(pos + HEADER_SIZE + length)
@@ -175,7 +176,7 @@ def _intact_data_after(data, pos):
     for start in candidates:
         if start % BLOCK_SIZE and BLOCK_SIZE - start % BLOCK_SIZE < HEADER_SIZE:
             start += BLOCK_SIZE - start % BLOCK_SIZE
-        if start > pos and _valid_fragment_at(data, start):
+        if _valid_fragment_at(data, start):
             return True
     return False
 
@@ -192,8 +193,8 @@ def read_log(path, strict=True):
     result = LogReadResult()
     for offset, payload in _parse(data, 0):
         if offset is None:
-            stop, reason = payload
-            if strict and _intact_data_after(data, stop):
+            stop, check_from, reason = payload
+            if strict and _intact_data_after(data, check_from):
                 raise CorruptionError(f"log damaged ({reason}) before intact records", path, stop)
             result.stopped_at, result.reason = stop, reason
             result.dropped_bytes = len(data) - stop

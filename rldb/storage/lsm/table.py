@@ -103,6 +103,8 @@ class Table:
                                     f"{_core.TABLE_FORMAT}; a newer rldb wrote it") from None
         self.handles = handles
         self.filter = self.read_block(handles[0], handles[1])
+        if self.filter and not (len(self.filter) >= 2 and 1 <= self.filter[-1] <= 30):
+            raise CorruptionError("bloom filter block is malformed", self.path, handles[0])
         self.properties = decode_properties(self.read_block(handles[2], handles[3]), self.path)
         index_block = self.read_block(handles[4], handles[5])
         try:
@@ -110,6 +112,12 @@ class Table:
             self.meta = _core.TableMeta(number, self.filter, index_block)
         except CorruptionError as exc:
             raise CorruptionError(f"bad index block ({exc})", self.path, handles[4]) from None
+        end = 0  # data blocks lie back to back before the filter
+        for i, (offset, size) in enumerate(self.index.handles):
+            if offset != end or size + BLOCK_TRAILER > handles[0] - offset:
+                raise CorruptionError(f"index entry {i} points outside the data blocks "
+                                      f"({offset}, {size})", self.path, handles[4])
+            end = offset + size + BLOCK_TRAILER
 
     def _pread(self, offset, size):
         f = self.files.get(self.number, self.path)

@@ -8,6 +8,7 @@ replaced by writing a temporary file, fsyncing it, renaming it over CURRENT
 and fsyncing the directory."""
 import bisect
 import os
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -225,12 +226,15 @@ class VersionSet:
         self._manifest = None
         self.live = weakref.WeakSet()   # versions still referenced (by reads in progress)
         self.torn_tail = 0
+        self._number_lock = threading.Lock()
         self.live.add(self.current)
 
     def new_file_number(self):
-        n = self.next_file
-        self.next_file += 1
-        return n
+        """A number never used before (threads may ask at once)."""
+        with self._number_lock:
+            n = self.next_file
+            self.next_file += 1
+            return n
 
     def recover(self):
         """Loads the state from CURRENT and its manifest."""
@@ -307,7 +311,9 @@ class VersionSet:
         version.check()
         self._manifest.add(edit.encode())
         self._manifest.sync()
-        for field in VersionEdit.FIELDS:
+        # next_file may have grown meanwhile (another thread took numbers):
+        # the edit's copy is only for recovery, never wound back here.
+        for field in ("log_number", "last_seq"):
             if getattr(edit, field) is not None:
                 setattr(self, field, getattr(edit, field))
         for level, key in edit.compact_pointers:
