@@ -8,7 +8,10 @@ from the rng it is given.  A standalone node is a cluster of one.
 
 Messages are dicts with a type "t" (see _on_* below); values that cross the
 network (clocks) travel in their stored form, CRC included."""
+from collections import OrderedDict
 from dataclasses import dataclass
+
+import msgpack
 
 from rldb.cluster import commands as c
 from rldb.cluster import context, dvv, objects, ring
@@ -17,6 +20,9 @@ from rldb.cluster.membership import Member, Membership
 from rldb.cluster.node_reads import read_reply
 from rldb.cluster.store import partition_of
 from rldb.errors import CorruptionError, InvalidArgumentError, RldbError
+
+
+SEEN_FORWARDS = 100_000  # forwarded writes remembered, to drop duplicated deliveries
 
 
 @dataclass
@@ -43,11 +49,14 @@ class NodeCore:
                                      cfg.phi_threshold, cfg.gossip_interval)
         self.ring_version = 1
         self.owners = ring.initial(cfg.partitions, [cfg.node_id], cfg.n)
+        self._restore(now)
         self._replies = []
         self._outbox = []
         self._ops = {}
         self._next_op = 0
         self._next_gossip = now
+        self._seen_forwards = OrderedDict()  # (addr, op id) of forwarded writes taken
+        self._joining = None  # the address we are joining through, until it answers
         self.counters = {"forwarded": 0, "read_repairs": 0, "bad_messages": 0,
                          "quorum_failures": 0}
 
@@ -86,6 +95,8 @@ class NodeCore:
 
     def handle_timer(self, now):
         if now >= self._next_gossip:
+            if self._joining is not None:
+                self._send_join(self._joining)  # the last one may have been lost
             self._gossip(now)
             self._next_gossip = now + self.cfg.gossip_interval
         for op in list(self._ops.values()):
@@ -102,6 +113,29 @@ class NodeCore:
     def next_deadline(self):
         deadlines = [self._next_gossip] + [op.deadline for op in self._ops.values()]
         return min(deadlines)
+
+    # ---- what survives a restart ---------------------------------------------------------------
+
+    def _restore(self, now):
+        """The ring and members this node last knew, so that a restarted node
+        rejoins as it was instead of starting alone."""
+        raw = self.store.get_meta(b"cluster")
+        if raw is None:
+            return
+        try:
+            state = msgpack.unpackb(raw, raw=False)
+            version, owners = state["ring"]
+            members = [Member.from_list(m) for m in state["members"]]
+        except Exception:
+            return  # a damaged record: start alone, gossip brings the rest
+        if len(owners) == self.cfg.partitions:
+            self.ring_version, self.owners = version, owners
+        self.membership.merge([m for m in members if m.node_id != self.node_id], now)
+
+    def _persist(self):
+        self.store.put_meta(b"cluster", msgpack.packb(
+            {"ring": [self.ring_version, self.owners],
+             "members": [m.to_list() for m in self.membership.entries()]}, use_bin_type=True))
 
     # ---- views ------------------------------------------------------------------------------
 
@@ -290,6 +324,13 @@ class NodeCore:
             self._progress(op, now)
 
     def _on_fwd(self, msg, now):
+        # The network may deliver a message twice: a write must get one dot.
+        seen = (msg["addr"], msg["id"])
+        if seen in self._seen_forwards:
+            return
+        self._seen_forwards[seen] = now
+        while len(self._seen_forwards) > SEEN_FORWARDS:
+            self._seen_forwards.popitem(last=False)
         key = _bytes(msg["key"])
         if msg["kind"] == "put":
             cmd = c.Put(key, _bytes(msg["value"]), msg.get("context"), msg.get("w"))
@@ -322,9 +363,11 @@ class NodeCore:
 
     def _on_gossip_reply(self, msg, now):
         self._take_gossip(msg, now)
+        if self._joining is not None and self.ring_version > 0:
+            self._joining = None
 
     def _take_gossip(self, msg, now):
-        self.membership.merge([Member.from_list(m) for m in msg["members"]], now)
+        changed = self.membership.merge([Member.from_list(m) for m in msg["members"]], now)
         version, owners = msg["ring"]
         if not (isinstance(version, int) and isinstance(owners, list)
                 and len(owners) == self.cfg.partitions and all(isinstance(o, str) for o in owners)):
@@ -333,6 +376,9 @@ class NodeCore:
                 version == self.ring_version and owners != self.owners
                 and repr(owners) > repr(self.owners)):
             self.ring_version, self.owners = version, owners
+            changed = True
+        if changed:
+            self._persist()
 
     def _join(self, addr, now):
         """Joins the cluster the node at addr belongs to: our ring gives way
@@ -340,13 +386,16 @@ class NodeCore:
         if addr == self.cfg.addr:
             return c.invalid("a node cannot join itself")
         self.ring_version = 0
-        self._send_addr(addr, {"t": "join", "member": self.membership.self_member.to_list(),
-                               "members": [m.to_list() for m in self.membership.entries()],
-                               "ring": [0, self.owners]})
+        self._joining = addr
+        self._send_join(addr)
         return c.Ok()
 
+    def _send_join(self, addr):
+        self._send_addr(addr, {"t": "join", "member": self.membership.self_member.to_list()})
+
     def _on_join(self, msg, now):
-        self.membership.merge([Member.from_list(msg["member"])], now)
+        if self.membership.merge([Member.from_list(msg["member"])], now):
+            self._persist()
         self._maybe_claim(now)
         self._send_addr(msg["addr"], self._gossip_msg("gossip_reply"))
 
@@ -362,6 +411,7 @@ class NodeCore:
         if owners != self.owners:
             self.owners = owners
             self.ring_version += 1
+            self._persist()
 
 
 def _bytes(value):

@@ -1,0 +1,168 @@
+"""A seeded simulation of a cluster of NodeCores: a virtual clock, a network
+that delays, drops, duplicates and reorders messages and can be cut into
+partitions, and nodes that crash and restart (with their data, or wiped).
+
+Everything random comes from one seed, and every fault is logged, so a
+failing run can be replayed from its seed and read from its schedule."""
+import heapq
+import random
+
+from rldb.cluster.node import CoreConfig, NodeCore
+from rldb.cluster.store import ObjectStore
+from rldb.storage import open_engine
+
+
+class Network:
+    def __init__(self, rng, delay=(0.001, 0.02), drop=0.0, duplicate=0.0):
+        self.rng = rng
+        self.delay = delay
+        self.drop = drop
+        self.duplicate = duplicate
+        self.queue = []
+        self.seq = 0
+        self.cut = set()   # frozenset({a, b}) pairs that cannot talk
+        self.stats = {"sent": 0, "dropped": 0, "duplicated": 0, "cut": 0}
+
+    def send(self, now, src, dst, msg):
+        self.stats["sent"] += 1
+        if frozenset((src, dst)) in self.cut:
+            self.stats["cut"] += 1
+            return
+        if self.rng.random() < self.drop:
+            self.stats["dropped"] += 1
+            return
+        copies = 2 if self.rng.random() < self.duplicate else 1
+        if copies == 2:
+            self.stats["duplicated"] += 1
+        for _ in range(copies):
+            self.seq += 1
+            at = now + self.rng.uniform(*self.delay)
+            heapq.heappush(self.queue, (at, self.seq, src, dst, msg))
+
+    def next_time(self):
+        return self.queue[0][0] if self.queue else None
+
+    def pop(self):
+        return heapq.heappop(self.queue)
+
+
+class Cluster:
+    """Nodes named n1..nk (their address is their name) on a Network."""
+
+    def __init__(self, seed, size=3, n=3, r=2, w=2, partitions=16, request_timeout=1.0,
+                 gossip_interval=0.2, **net):
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self.net = Network(random.Random(self.rng.random()), **net)
+        self.size = size
+        self.params = dict(n=n, r=r, w=w, partitions=partitions,
+                           request_timeout=request_timeout, gossip_interval=gossip_interval)
+        self.stores = {}
+        self.nodes = {}
+        self.generations = {}
+        self.replies = {}
+        self.log = []
+        for i in range(1, size + 1):
+            self.start(f"n{i}", wipe=True)
+
+    # ---- nodes --------------------------------------------------------------------------
+
+    def start(self, name, wipe=False):
+        if wipe or name not in self.stores:
+            self.stores[name] = ObjectStore(open_engine("memory"), self.params["partitions"])
+        self.generations[name] = self.generations.get(name, 0) + 1
+        cfg = CoreConfig(node_id=name, addr=name, **self.params)
+        self.nodes[name] = NodeCore(cfg, self.stores[name], random.Random(self.rng.random()),
+                                    self.generations[name], self.now)
+        self.record("start", name, "wiped" if wipe else "with data")
+
+    def crash(self, name):
+        self.nodes.pop(name, None)
+        self.record("crash", name)
+
+    def up(self):
+        return sorted(self.nodes)
+
+    def record(self, *event):
+        self.log.append((round(self.now, 4),) + event)
+
+    def schedule(self):
+        """The replayable schedule: every fault and client operation."""
+        return "\n".join(" ".join(str(x) for x in e) for e in self.log)
+
+    # ---- driving ------------------------------------------------------------------------
+
+    def client(self, name, token, command):
+        self.record("client", name, token, command)
+        self.nodes[name].handle_client(token, command, self.now)
+        self._collect(name)
+
+    def _collect(self, name):
+        node = self.nodes.get(name)
+        if node is None:
+            return
+        for dst, msg in node.messages_to_send():
+            self.net.send(self.now, name, dst, msg)
+        for token, reply in node.replies():
+            self.replies[token] = reply
+
+    def run_for(self, seconds):
+        end = self.now + seconds
+        while True:
+            t_net = self.net.next_time()
+            t_timer = min((n.next_deadline() for n in self.nodes.values()), default=None)
+            candidates = [t for t in (t_net, t_timer) if t is not None]
+            t = min(candidates) if candidates else end
+            if t > end:
+                self.now = end
+                return
+            self.now = max(self.now, t)
+            if t_net is not None and t_net <= self.now:
+                _, _, src, dst, msg = self.net.pop()
+                node = self.nodes.get(dst)
+                if node is not None:
+                    node.handle_message(msg, self.now)
+                    self._collect(dst)
+            else:
+                for name, node in list(self.nodes.items()):
+                    if node.next_deadline() <= self.now:
+                        node.handle_timer(self.now)
+                        self._collect(name)
+
+    def wait_for(self, token, limit=10.0):
+        """Runs until the reply for token comes (or limit seconds pass)."""
+        end = self.now + limit
+        while token not in self.replies and self.now < end:
+            self.run_for(0.01)
+        return self.replies.get(token)
+
+    def join_all(self, limit=20.0):
+        """Joins every node through the first; runs until all rings agree and
+        include everyone (or limit seconds)."""
+        from rldb.cluster.commands import JoinCluster
+        for name in self.up()[1:]:
+            self.client(name, ("join", name), JoinCluster(self.up()[0]))
+        end = self.now + limit
+        while self.now < end and not self.converged():
+            self.run_for(0.1)
+        return self.converged()
+
+    def converged(self):
+        rings = {tuple(node.owners) for node in self.nodes.values()}
+        return len(rings) == 1 and set(next(iter(rings))) >= set(self.up()[:self.params["partitions"]])
+
+    # ---- faults ---------------------------------------------------------------------------
+
+    def partition(self, group):
+        """Cuts every link between group and the rest."""
+        group = set(group)
+        for a in self.generations:
+            for b in self.generations:
+                if (a in group) != (b in group):
+                    self.net.cut.add(frozenset((a, b)))
+        self.record("partition", sorted(group))
+
+    def heal(self):
+        self.net.cut.clear()
+        self.record("heal")
