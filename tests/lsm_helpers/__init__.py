@@ -1,0 +1,1 @@
+"""Child-process scripts for the LSM engine tests (tests/test_lsm_*.py)."""
