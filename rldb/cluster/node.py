@@ -85,7 +85,8 @@ class NodeCore:
 
     def handle_message(self, msg, now):
         handler = getattr(self, "_on_" + str(msg.get("t")), None) if isinstance(msg, dict) else None
-        if handler is None:
+        if handler is None or not isinstance(msg.get("addr"), str) or \
+                not isinstance(msg.get("from"), str):
             self.counters["bad_messages"] += 1
             return
         try:
@@ -423,12 +424,21 @@ def _bytes(value):
 
 
 def _reply_to_wire(reply):
+    """A write's reply as a forwarded request sends it back: plain lists."""
     if isinstance(reply, c.Ok):
         return ["ok"]
-    return ["err", reply.kind, {k: (str(v) if k == "errors" else v) for k, v in reply.fields.items()}]
+    fields = dict(reply.fields)
+    if "errors" in fields:
+        fields["errors"] = [_reply_to_wire(e) for e in fields["errors"]]
+    return ["err", reply.kind, fields]
 
 
 def _reply_from_wire(item):
     if item[0] == "ok":
         return c.Ok()
-    return c.Err(item[1], item[2])
+    kind, fields = item[1], dict(item[2])
+    if not isinstance(kind, str):
+        raise ValueError("malformed reply")
+    if "errors" in fields:
+        fields["errors"] = [_reply_from_wire(e) for e in fields["errors"]]
+    return c.Err(kind, fields)

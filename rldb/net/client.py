@@ -40,6 +40,12 @@ class AsyncClient:
         self._lock = asyncio.Lock()
 
     async def connect(self):
+        async with self._lock:  # one connection, however many first requests race
+            if self._writer is None:
+                await self._open()
+        return self
+
+    async def _open(self):
         if self._writer is None:
             try:
                 self._reader, self._writer = await asyncio.wait_for(
@@ -47,10 +53,9 @@ class AsyncClient:
             except (OSError, asyncio.TimeoutError) as exc:
                 raise ConnectionLostError(f"cannot connect to {self.host}:{self.port}: {exc}") from None
             self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
-        return self
 
     async def _read_loop(self):
-        decoder = p.FrameDecoder()
+        decoder = p.FrameDecoder(max_frame=p.MAX_REPLY_FRAME)
         error = ConnectionLostError(f"connection to {self.host}:{self.port} closed")
         try:
             while True:
@@ -72,7 +77,8 @@ class AsyncClient:
 
     async def request(self, cmd_id, payload):
         """Sends one frame, returns the reply's payload bytes."""
-        await self.connect()
+        if self._writer is None:
+            await self.connect()
         request_id = str(next(self._ids))
         future = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future

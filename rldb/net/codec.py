@@ -9,7 +9,13 @@ from rldb.net import protocol as p
 
 
 def _bad(cmd_id, request_id, reason):
-    return p.ProtocolError(p.invalid_request("Generic", reason=reason), False, cmd_id, request_id)
+    """A payload of the wrong shape.  For the original JSON commands this is
+    what serde reports: InvalidRequest(InvalidJsonPayload(message))."""
+    if cmd_id in p.JSON_COMMANDS:
+        error = {"InvalidRequest": {"InvalidJsonPayload": reason}}
+    else:
+        error = p.invalid_request("Generic", reason=reason)
+    return p.ProtocolError(error, False, cmd_id, request_id)
 
 
 def _field(obj, name, types, cmd_id, request_id, optional=False):
@@ -46,6 +52,8 @@ def decode_request(cmd_id, request_id, payload):
     if cmd_id == p.PING:
         return c.Ping()
     if cmd_id in p.JSON_COMMANDS:
+        if not payload and cmd_id != p.CLUSTER_STATE:
+            raise p.ProtocolError(p.invalid_request("EmptyMessagePayload"), False, cmd_id, request_id)
         obj = p.parse_json(payload, cmd_id, request_id)
         if cmd_id == p.GET:
             return c.Get(_key(_field(obj, "key", str, cmd_id, request_id), cmd_id, request_id))
@@ -56,8 +64,9 @@ def decode_request(cmd_id, request_id, payload):
             data = text.encode()
             crc = _field(value, "crc32c", int, cmd_id, request_id, optional=True)
             if crc is not None and crc != crc32c(data):
-                raise _bad(cmd_id, request_id, f"crc32c {crc} does not match the value "
-                                               f"(expected {crc32c(data)})")
+                raise p.ProtocolError(p.invalid_request(
+                    "Generic", reason=f"crc32c {crc} does not match the value (expected "
+                                      f"{crc32c(data)})"), False, cmd_id, request_id)
             ctx = _field(obj, "context", str, cmd_id, request_id, optional=True)
             return c.Put(key, data, _context_from_hex(ctx, cmd_id, request_id))
         if cmd_id == p.JOIN_CLUSTER:

@@ -83,6 +83,8 @@ class PeerPool:
         self.dropped = 0
 
     def send(self, addr, message):
+        if not isinstance(addr, str) or ":" not in addr:
+            raise ValueError(f"not a peer address: {addr!r}")
         link = self.links.get(addr)
         if link is None:
             link = self.links[addr] = PeerLink(self, addr)

@@ -13,7 +13,9 @@ import struct
 
 import msgpack
 
-MAX_FRAME = 1 << 20  # bytes in a whole frame, header included
+MAX_FRAME = 1 << 20  # bytes in a whole request frame, header included
+MAX_REPLY_FRAME = 1 << 26  # replies and node-to-node messages carry whole clocks
+UNKNOWN_REQUEST_ID = "UNKNOWN"  # in replies to frames whose request id could not be read
 _HEAD = struct.Struct(">BI")
 _LEN = struct.Struct(">I")
 
@@ -56,8 +58,9 @@ class FrameDecoder:
     protocol raises ProtocolError after the good frames before it have been
     returned by earlier calls (call feed(b"") to drain)."""
 
-    def __init__(self, max_frame=MAX_FRAME):
+    def __init__(self, max_frame=MAX_FRAME, max_internal=MAX_REPLY_FRAME):
         self.max_frame = max_frame
+        self.max_internal = max_internal
         self._buf = bytearray()
         self._pending_error = None
 
@@ -88,8 +91,9 @@ class FrameDecoder:
                 except UnicodeDecodeError:
                     raise ProtocolError(invalid_request("MessageRequestIdMustBeUtf8Encoded"), True,
                                         cmd_id) from None
-                if total > self.max_frame:
-                    raise ProtocolError(invalid_request("MaxMessageSizeExceeded", max=self.max_frame,
+                limit = self.max_internal if cmd_id == INTERNAL else self.max_frame
+                if total > limit:
+                    raise ProtocolError(invalid_request("MaxMessageSizeExceeded", max=limit,
                                                         got=total), True, cmd_id, request_id)
                 if n - pos < total:
                     break
@@ -113,7 +117,8 @@ class FrameDecoder:
 
 
 def json_body(obj):
-    return json.dumps(obj, separators=(",", ":")).encode()
+    """Compact JSON as serde_json writes it (raw UTF-8, no escaped code points)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def parse_json(payload, cmd_id, request_id):
@@ -121,7 +126,7 @@ def parse_json(payload, cmd_id, request_id):
     try:
         return json.loads(payload) if payload else None
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ProtocolError({"InvalidJsonPayload": {"reason": str(exc)}}, False, cmd_id,
+        raise ProtocolError({"InvalidRequest": {"InvalidJsonPayload": str(exc)}}, False, cmd_id,
                             request_id) from None
 
 

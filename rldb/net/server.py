@@ -103,7 +103,8 @@ class Connection(asyncio.Protocol):
         self.server.stats.protocol_errors += 1
         log.warning("closing connection from %s: %s", self.peer, exc)
         slot = _Slot(exc.cmd_id, exc.request_id, time.perf_counter())
-        slot.frame = codec.encode_error(exc.cmd_id, exc.request_id or "", exc.error)
+        slot.frame = codec.encode_error(exc.cmd_id, exc.request_id or p.UNKNOWN_REQUEST_ID,
+                                        exc.error)
         self.slots.append(slot)
         self.closing = True
 
@@ -208,7 +209,10 @@ class NodeServer:
 
     def _drain(self):
         for addr, msg in self.core.messages_to_send():
-            self.peers.send(addr, msg)
+            try:
+                self.peers.send(addr, msg)
+            except (TypeError, ValueError) as exc:  # a malformed address came in a message
+                log.warning("dropping a message to %r: %s", addr, exc)
         for token, reply in self.core.replies():
             entry = self._pending.pop(token, None)
             if entry is None:
