@@ -3,8 +3,7 @@
  * x86-64 CPUs with SSE4.2 have an instruction for it; everywhere else a
  * slicing-by-8 table does eight bytes per step.  The choice is made once, when
  * the module loads. */
-#include "rldb.h"
-#include <string.h>
+#include "internal.h"
 
 #define POLY 0x82F63B78u
 #define MASK_DELTA 0xa282ead8u
@@ -25,15 +24,6 @@ __attribute__((constructor)) static void crc32c_init(void) {
     __builtin_cpu_init();
     use_hw = __builtin_cpu_supports("sse4.2");
 #endif
-}
-
-static inline uint64_t load64le(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
 }
 
 uint32_t rldb_crc32c_extend_sw(uint32_t crc, const uint8_t *p, size_t n) {

@@ -217,10 +217,7 @@ class LSMEngine(Engine):
         if value.__class__ is not bytes:
             check_value(value)
         with self._write_lock:
-            if self._mem_bytes >= self._memtable_limit or self._l0_slow():
-                self._make_room()
-            elif self._closed:
-                raise ClosedError("the engine is closed")
+            self._before_write()
             seq = self._last_seq + 1
             wal = self._wal
             wal.put(self._state[0], seq, KIND_VALUE, key, value)
@@ -246,10 +243,7 @@ class LSMEngine(Engine):
     def _write_ops(self, ops):
         size = sum(len(k) + len(v) for _, k, v in ops)
         with self._write_lock:
-            if self._mem_bytes >= self._memtable_limit or self._l0_slow():
-                self._make_room()
-            elif self._closed:
-                raise ClosedError("the engine is closed")
+            self._before_write()
             seq = self._last_seq + 1
             wal = self._wal
             position = wal.add(encode_batch(seq, ops))
@@ -259,6 +253,13 @@ class LSMEngine(Engine):
             self._user_bytes += size
         if self._sync:
             wal.sync_to(position)
+
+    def _before_write(self):
+        """With the write lock held: room in the memtable, or a closed engine."""
+        if self._mem_bytes >= self._memtable_limit or self._l0_slow():
+            self._make_room()
+        elif self._closed:
+            raise ClosedError("the engine is closed")
 
     def _l0_slow(self):
         return len(self._state[2].levels[0]) >= self._slowdown if self._state else False
