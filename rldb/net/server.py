@@ -219,7 +219,7 @@ class NodeServer:
                 continue
             conn, slot = entry
             error = isinstance(reply, c.Err) and reply.kind != "NotFound"
-            if isinstance(reply, c.Err):
+            if error:
                 log.info("request %s (%s): %s %s", slot.request_id, slot.name, reply.kind,
                          reply.fields.get("reason", ""))
             conn.complete(slot, codec.encode_reply(slot.cmd_id, slot.request_id, reply), error)
