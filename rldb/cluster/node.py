@@ -209,12 +209,14 @@ class NodeCore:
         else:
             vector = context.decode(cmd.context)
         clock = dvv.update(dvv.new((value, int(now * 1000)), vector), current, self.node_id)
-        self.store.put(cmd.key, clock)
+        data = objects.encode(clock)
+        self.store.put_encoded(cmd.key, data)
+        if len(pref) == 1 and w == 1:
+            return c.Ok()  # this node is the only replica and one ack is enough
         op = WriteOp(self._new_op_id(), token, cmd.key, clock, pref, w,
                      now + self.cfg.request_timeout,
                      "Put" if isinstance(cmd, c.Put) else "Delete")
         op.ack(self.node_id)
-        data = objects.encode(clock)
         for node in pref:
             if node != self.node_id:
                 self._send(node, {"t": "rput", "id": op.op_id, "key": cmd.key, "obj": data})
@@ -225,6 +227,8 @@ class NodeCore:
     def _start_read(self, token, cmd, now):
         r = self._quorum(cmd.r, self.cfg.r, "r")
         pref = self.preference_list(cmd.key)
+        if pref == [self.node_id] and r == 1:
+            return read_reply(cmd.key, self.store.get(cmd.key))  # the only replica
         op = ReadOp(self._new_op_id(), token, cmd.key, pref, r, now + self.cfg.request_timeout)
         for node in pref:
             if node == self.node_id:

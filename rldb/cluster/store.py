@@ -38,6 +38,10 @@ class ObjectStore:
     def put(self, key, clock):
         self.engine.put(self.storage_key(key), objects.encode(clock))
 
+    def put_encoded(self, key, data):
+        """Stores a clock already in its stored form (objects.encode)."""
+        self.engine.put(self.storage_key(key), data)
+
     def partition_items(self, partition):
         """(key, clock) of every key of a partition (engines with scan only)."""
         start = _PART.pack(partition)
