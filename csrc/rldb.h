@@ -239,4 +239,151 @@ int rldb_merger_compact(rldb_merger *m, rldb_table_builder *tb, uint64_t max_fil
                         int *need_source);
 void rldb_merger_get_stats(const rldb_merger *m, rldb_merge_stats *st);
 
+/* ---- bitcask ---- */
+/* The keydir (keydir.c): key -> a fixed 16-byte record, in memory.  An
+ * open-addressing hash table over an arena of keys; not thread-safe by itself
+ * (rldb_bitcask guards it).  Keys are 1..RLDB_KEYDIR_MAX_KEY bytes. */
+#define RLDB_KEYDIR_MAX_KEY 65535
+#define RLDB_KEYDIR_TOMBSTONE 4294967295
+typedef struct {
+    uint32_t file;     /* slot of the data file in the bitcask's file table */
+    uint32_t offset;   /* where the entry starts in that file */
+    uint32_t vsize;    /* value size; RLDB_KEYDIR_TOMBSTONE for a tombstone */
+    uint32_t tstamp;   /* seconds since the epoch */
+} rldb_keydir_rec;
+typedef struct {
+    uint64_t count, tombstones, key_bytes;  /* entries (tombstones included) */
+    uint64_t memory;                        /* bytes malloc'd, all told */
+    uint64_t slots, arena_bytes, arena_used, arena_dead;
+} rldb_keydir_usage;
+typedef struct rldb_keydir rldb_keydir;
+rldb_keydir *rldb_keydir_new(void);
+void rldb_keydir_free(rldb_keydir *kd);
+int rldb_keydir_reserve(rldb_keydir *kd, size_t count);
+/* Starts loading key's home slot into the cache (for a put or get soon after). */
+void rldb_keydir_prefetch(const rldb_keydir *kd, const uint8_t *key, size_t klen);
+/* 1 and the record, or 0 when absent. */
+int rldb_keydir_get(const rldb_keydir *kd, const uint8_t *key, size_t klen, rldb_keydir_rec *rec);
+/* Inserts or replaces: 1 (and *old, if not NULL) when the key was there, 0 when new, <0 on error. */
+int rldb_keydir_put(rldb_keydir *kd, const uint8_t *key, size_t klen, const rldb_keydir_rec *rec,
+                    rldb_keydir_rec *old);
+/* 1 (and *old) when removed, 0 when absent. */
+int rldb_keydir_remove(rldb_keydir *kd, const uint8_t *key, size_t klen, rldb_keydir_rec *old);
+void rldb_keydir_get_usage(const rldb_keydir *kd, rldb_keydir_usage *u);
+/* Walks every entry in no particular order: *pos starts at 0; 1 with the next
+ * entry (key points into the keydir, valid until it changes), 0 at the end. */
+int rldb_keydir_next(const rldb_keydir *kd, uint64_t *pos, const uint8_t **key, size_t *klen,
+                     rldb_keydir_rec *rec);
+int rldb_keydir_check(const rldb_keydir *kd);
+
+/* Bitcask data files and hint files (bitcask.c; layouts in docs/formats.md).
+ * Entry: crc32c u32 | timestamp u64 (us) | key size u32 | value size u32 |
+ * flags u8 | key | value.  Hint entry: entry offset u32 | value size u32 |
+ * timestamp u32 (seconds) | key size u16 | flags u8 | key; the hint ends with
+ * a 28-byte trailer: count u64 | data file size u64 | magic u64 | crc32c u32. */
+#define RLDB_BC_HEADER 21
+#define RLDB_BC_HINT_HEADER 15
+#define RLDB_BC_HINT_TRAILER 28
+#define RLDB_BC_FLAG_TOMBSTONE 1
+#define RLDB_BC_FLAG_BATCH 2
+#define RLDB_BC_MAX_VALUE 2147483647
+#define RLDB_BC_MAX_FILE_SIZE 4294967295
+#define RLDB_BC_SCAN_CLEAN 0
+#define RLDB_BC_SCAN_TORN 1
+#define RLDB_BC_SCAN_CORRUPT 2
+enum rldb_bc_code {
+    RLDB_BC_NEED_ROLL = 1,    /* the active file is full or sealed: roll, then call again */
+    RLDB_BC_NEED_OUTPUT = 2,  /* merge: give the merge a new output file, then call again */
+    RLDB_BC_ABSENT = -64,     /* get: no such key (or a tombstone) */
+    RLDB_BC_CLOSED = -65,     /* the bitcask was closed */
+    RLDB_BC_HINT_SIZE = -66   /* an intact hint describes a data file of another size */
+};
+
+/* Threads may call put, delete, write_batch, get, sync, keys, stats and the
+ * merge calls at once; file-table calls (add/remove/activate/seal) come from
+ * one thread at a time.  The caller opens every descriptor and closes it only
+ * after rldb_bc_remove_file (or rldb_bc_close) returned. */
+typedef struct rldb_bitcask rldb_bitcask;
+rldb_bitcask *rldb_bc_new(uint64_t max_file_size, int sync);
+void rldb_bc_free(rldb_bitcask *bc);
+/* Every later call returns RLDB_BC_CLOSED; the keydir is freed. */
+void rldb_bc_close(rldb_bitcask *bc);
+/* Registers a data file (fd open for reading; the active file and merge
+ * outputs also for writing); returns its slot. */
+int rldb_bc_add_file(rldb_bitcask *bc, int fd, uint32_t rank, uint32_t id, uint64_t size);
+/* Refused (RLDB_ERR_INVALID_ARGUMENT) while the keydir points into the file,
+ * or for the active file unless it was sealed. */
+int rldb_bc_remove_file(rldb_bitcask *bc, uint32_t slot);
+int rldb_bc_set_file_size(rldb_bitcask *bc, uint32_t slot, uint64_t size);
+int rldb_bc_reserve(rldb_bitcask *bc, size_t keys);
+/* Makes slot the (empty) active file, with hint_fd for its hint file. */
+int rldb_bc_activate(rldb_bitcask *bc, uint32_t slot, int hint_fd);
+/* Stops writes to the active file and completes its hint; 1 when the hint is
+ * complete, 0 when it is not (a write to it failed, or none). */
+int rldb_bc_seal(rldb_bitcask *bc, uint64_t *size);
+/* 1 when an entry of that many bytes would need a roll first. */
+int rldb_bc_needs_roll(rldb_bitcask *bc, uint64_t entry_size);
+int rldb_bc_put(rldb_bitcask *bc, const char *key, size_t klen, const char *value, size_t vlen);
+int rldb_bc_delete(rldb_bitcask *bc, const char *key, size_t klen);
+/* kinds[i]: 1 put, 0 delete; data holds key i then value i (none for a delete). */
+int rldb_bc_write_batch(rldb_bitcask *bc, const uint8_t *kinds, const char *data,
+                        const uint32_t *klens, const uint32_t *vlens, size_t count);
+/* The value's length (copied to buf when it fits in cap; else call again
+ * with a buffer of cap >= length + RLDB_BC_HEADER + klen), RLDB_BC_ABSENT,
+ * or <0 (a checksum failure names the file and offset: rldb_bc_last_error). */
+int64_t rldb_bc_get(rldb_bitcask *bc, const char *key, size_t klen, char *buf, size_t cap);
+/* fdatasync of the active file, shared with other threads' syncs. */
+int rldb_bc_sync(rldb_bitcask *bc);
+/* Loads a hint file into the keydir; <0 (nothing applied) when it is not valid. */
+int rldb_bc_load_hint(rldb_bitcask *bc, uint32_t slot, const uint8_t *hint, size_t len);
+/* Reads a data file, verifying every entry; with apply the keydir takes its
+ * entries, with hint_fd >= 0 a hint of the valid part is written there.
+ * Returns RLDB_BC_SCAN_CLEAN, _TORN (bad at *bad_offset, nothing valid after
+ * it) or _CORRUPT (valid entries follow the damage); *valid_end is where the
+ * last complete entry (or batch) ends. */
+int rldb_bc_scan(rldb_bitcask *bc, uint32_t slot, int apply, int hint_fd, uint64_t *valid_end,
+                 uint64_t *bad_offset);
+/* Copies every live key (no tombstones): RLDB_ERR_BUFFER_TOO_SMALL with the
+ * totals needed in *count and *used when they do not fit. */
+int rldb_bc_keys(rldb_bitcask *bc, char *buf, size_t cap, uint32_t *lens, size_t max,
+                 size_t *count, size_t *used);
+typedef struct {
+    uint64_t keys, tombstones, key_bytes, keydir_memory, keydir_slots;
+    uint64_t files, total_bytes, live_bytes, generation, syncs, hint_failures;
+} rldb_bc_stats;
+void rldb_bc_get_stats(rldb_bitcask *bc, rldb_bc_stats *st);
+typedef struct {
+    uint32_t slot, id, rank, active;
+    uint64_t size, live;
+} rldb_bc_file_info;
+int rldb_bc_files(rldb_bitcask *bc, rldb_bc_file_info *out, size_t max, size_t *count);
+/* Every entry of every file (checksums, framing) against the keydir, the
+ * per-file live bytes, and the keydir's own invariants. */
+int rldb_bc_check(rldb_bitcask *bc);
+/* A hint file against its data file. */
+int rldb_bc_check_hint(rldb_bitcask *bc, uint32_t slot, const uint8_t *hint, size_t len);
+/* Where the calling thread's last failure was: 1 with the file (id, rank), the
+ * offset and the errno of a failed system call (0 if none); 0 if no file. */
+int rldb_bc_last_error(uint32_t *id, uint32_t *rank, uint64_t *offset, int *err);
+
+/* Merge: rewrites the live entries of some immutable files into new files. */
+typedef struct {
+    uint64_t entries_read, bytes_read, entries_written, bytes_written;
+    uint64_t tombstones_kept, tombstones_dropped, moved, skipped;
+} rldb_bc_merge_stats;
+typedef struct rldb_bc_merge rldb_bc_merge;
+rldb_bc_merge *rldb_bc_merge_new(rldb_bitcask *bc, uint64_t max_output);
+void rldb_bc_merge_free(rldb_bc_merge *m);
+/* The output (a registered, empty slot) the next entries go to. */
+int rldb_bc_merge_output(rldb_bc_merge *m, uint32_t slot, int hint_fd);
+/* Copies the live entries of slot's file from *resume on: RLDB_OK at its end,
+ * RLDB_BC_NEED_OUTPUT when the output is full (*resume: where to go on). */
+int rldb_bc_merge_file(rldb_bc_merge *m, uint32_t slot, int drop_tombstones, uint64_t *resume);
+/* Writes the rest of the output and its hint; *size: the output's size. */
+int rldb_bc_merge_finish_output(rldb_bc_merge *m, uint64_t *size);
+/* Points the keydir at the copies of entries it still names, drops the
+ * tombstones let go, and verifies that nothing points into the inputs. */
+int rldb_bc_merge_commit(rldb_bc_merge *m, const uint32_t *inputs, size_t count);
+void rldb_bc_merge_get_stats(const rldb_bc_merge *m, rldb_bc_merge_stats *st);
+
 #endif

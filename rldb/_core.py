@@ -676,3 +676,397 @@ class TreeView:
         if rc == GET_TOO_BIG:
             return SLOW_PATH
         raise error_for(rc, "lookup")
+
+
+# ---- bitcask ------------------------------------------------------------------------------
+
+from rldb.errors import ClosedError, StorageIOError  # noqa: E402  (this section's own errors)
+
+BC_HEADER = lib.RLDB_BC_HEADER
+BC_MAX_KEY = lib.RLDB_KEYDIR_MAX_KEY
+BC_MAX_VALUE = lib.RLDB_BC_MAX_VALUE
+BC_MAX_FILE_SIZE = lib.RLDB_BC_MAX_FILE_SIZE
+BC_SCAN_CLEAN = lib.RLDB_BC_SCAN_CLEAN
+BC_SCAN_TORN = lib.RLDB_BC_SCAN_TORN
+BC_SCAN_CORRUPT = lib.RLDB_BC_SCAN_CORRUPT
+KEYDIR_TOMBSTONE = lib.RLDB_KEYDIR_TOMBSTONE
+_BC_ABSENT = lib.RLDB_BC_ABSENT
+_BC_CLOSED = lib.RLDB_BC_CLOSED
+_BC_NEED_ROLL = lib.RLDB_BC_NEED_ROLL
+_BC_NEED_OUTPUT = lib.RLDB_BC_NEED_OUTPUT
+_BC_HINT_SIZE = lib.RLDB_BC_HINT_SIZE
+_BC_INLINE = 16384  # bytes of each thread's get buffer; longer values take a second call
+_raw_new = ffi.new_allocator(should_clear_after_alloc=False)
+_BC_STATS = ("keys", "tombstones", "key_bytes", "keydir_memory", "keydir_slots", "files",
+             "total_bytes", "live_bytes", "generation", "syncs", "hint_failures")
+_BC_MERGE_STATS = ("entries_read", "bytes_read", "entries_written", "bytes_written",
+                   "tombstones_kept", "tombstones_dropped", "moved", "skipped")
+_BC_PROBLEM = {lib.RLDB_ERR_TRUNCATED: "cut short", lib.RLDB_ERR_OVERFLOW: "value too long",
+               lib.RLDB_ERR_CORRUPT: "damaged", lib.RLDB_ERR_CHECKSUM: "checksum mismatch",
+               _BC_HINT_SIZE: "intact, but written for a data file of another size"}
+
+
+class Keydir:
+    """The C keydir on its own (csrc/keydir.c): key -> (file, offset, value
+    size, timestamp).  The Bitcask engine uses it through Bitcask; this class
+    serves tests and bench/bitcask_keydir.py.  Not thread-safe."""
+
+    __slots__ = ("_kd",)
+
+    def __init__(self):
+        kd = lib.rldb_keydir_new()
+        if kd == ffi.NULL:
+            raise MemoryError("cannot allocate a keydir")
+        self._kd = ffi.gc(kd, lib.rldb_keydir_free)
+
+    def put(self, key, file, offset, vsize, tstamp):
+        """The previous record (a tuple) or None."""
+        rec = ffi.new("rldb_keydir_rec *", (file, offset, vsize, tstamp))
+        old = ffi.new("rldb_keydir_rec *")
+        rc = lib.rldb_keydir_put(self._kd, key, len(key), rec, old)
+        if rc < 0:
+            raise error_for(rc, "keydir put")
+        return (old.file, old.offset, old.vsize, old.tstamp) if rc else None
+
+    def get(self, key):
+        rec = ffi.new("rldb_keydir_rec *")
+        if lib.rldb_keydir_get(self._kd, key, len(key), rec):
+            return rec.file, rec.offset, rec.vsize, rec.tstamp
+        return None
+
+    def remove(self, key):
+        old = ffi.new("rldb_keydir_rec *")
+        if lib.rldb_keydir_remove(self._kd, key, len(key), old):
+            return old.file, old.offset, old.vsize, old.tstamp
+        return None
+
+    def reserve(self, count):
+        _check(lib.rldb_keydir_reserve(self._kd, count), "keydir reserve")
+
+    def usage(self):
+        u = ffi.new("rldb_keydir_usage *")
+        lib.rldb_keydir_get_usage(self._kd, u)
+        return {name: getattr(u, name) for name in (
+            "count", "tombstones", "key_bytes", "memory", "slots", "arena_bytes", "arena_used",
+            "arena_dead")}
+
+    def items(self):
+        """Every (key, record), in no particular order."""
+        pos = ffi.new("uint64_t *")
+        key = ffi.new("uint8_t **")
+        klen = ffi.new("size_t *")
+        rec = ffi.new("rldb_keydir_rec *")
+        out = []
+        while lib.rldb_keydir_next(self._kd, pos, key, klen, rec):
+            out.append((bytes(ffi.buffer(key[0], klen[0])),
+                        (rec.file, rec.offset, rec.vsize, rec.tstamp)))
+        return out
+
+    def check(self):
+        _check(lib.rldb_keydir_check(self._kd), "keydir check")
+
+    def __len__(self):
+        return self.usage()["count"]
+
+
+class Bitcask:
+    """The C side of one Bitcask store (csrc/bitcask.c): the keydir, the table
+    of open data files, the active file and its hint, merges.  The engine in
+    rldb/storage/bitcask/ owns the directory and the descriptors.
+
+    locate(id, rank) names the file an error happened in.  get, put and
+    delete are made as closures (make_get, ...) so that each is one C call."""
+
+    __slots__ = ("_bc", "_locate", "__weakref__")
+
+    def __init__(self, max_file_size, sync, locate):
+        bc = lib.rldb_bc_new(max_file_size, 1 if sync else 0)
+        if bc == ffi.NULL:
+            raise InvalidArgumentError(
+                f"max_file_size must be 1..{BC_MAX_FILE_SIZE}, not {max_file_size}")
+        self._bc = ffi.gc(bc, lib.rldb_bc_free)
+        self._locate = locate
+
+    # -- errors
+
+    def error(self, rc, what):
+        """The exception for a failed call, naming the file and offset the C
+        side recorded for this thread."""
+        if rc == _BC_CLOSED:
+            return ClosedError("the engine is closed")
+        ids = ffi.new("uint32_t[2]")
+        offset = ffi.new("uint64_t *")
+        err = ffi.new("int *")
+        has = lib.rldb_bc_last_error(ids, ids + 1, offset, err)
+        path = self._locate(ids[0], ids[1]) if has else None
+        if rc == lib.RLDB_ERR_IO:
+            code = err[0] or 5  # EIO
+            where = f" ({path} at offset {offset[0]})" if has else ""
+            return StorageIOError(code, f"{what} failed: {os.strerror(code)}{where}")
+        if rc in _BC_PROBLEM:
+            return CorruptionError(f"{what}: {_BC_PROBLEM[rc]}", path, offset[0] if has else None)
+        if rc == lib.RLDB_ERR_INVALID_ARGUMENT and what in ("put", "delete", "write_batch"):
+            return InvalidArgumentError(
+                f"{what}: keys are 1..{BC_MAX_KEY} bytes and values at most {BC_MAX_VALUE} "
+                f"bytes in the bitcask engine")
+        return error_for(rc, what)
+
+    def _finish(self, rc, size, again, roll, what):
+        """After a write returned rc: rolls while the active file is full, then
+        raises on an error."""
+        while rc == _BC_NEED_ROLL:
+            roll(size)
+            rc = again()
+        if rc:
+            raise self.error(rc, what)
+
+    # -- the hot calls, as closures
+
+    def make_get(self, bad_key):
+        """get(key) -> bytes | None in one C call; bad_key(key) raises for a
+        key that is not non-empty bytes."""
+        bc, fn, unpack, tls, cap = self._bc, lib.rldb_bc_get, ffi.unpack, threading.local(), _BC_INLINE
+        slow = self._get_big
+
+        def get(key):
+            if key.__class__ is not bytes or not key:
+                bad_key(key)
+            try:
+                buf = tls.buf
+            except AttributeError:
+                buf = tls.buf = _raw_new("char[]", cap)
+            n = fn(bc, key, len(key), buf, cap)
+            if n >= 0:
+                if n <= cap:
+                    return unpack(buf, n)
+                return slow(key, n)
+            if n == _BC_ABSENT:
+                return None
+            raise self.error(n, "get")
+
+        return get
+
+    def _get_big(self, key, n):
+        while True:
+            cap = n + BC_HEADER + len(key)
+            buf = _raw_new("char[]", cap)
+            n = lib.rldb_bc_get(self._bc, key, len(key), buf, cap)
+            if n == _BC_ABSENT:
+                return None
+            if n < 0:
+                raise self.error(n, "get")
+            if n <= cap:
+                return ffi.unpack(buf, n)
+
+    def make_put(self, bad_key, bad_value, roll):
+        """put(key, value) in one C call; roll(entry_size) is called when the
+        active file is full, and the put tried again."""
+        bc, fn, finish = self._bc, lib.rldb_bc_put, self._finish
+
+        def put(key, value):
+            if key.__class__ is not bytes or not key:
+                bad_key(key)
+            if value.__class__ is not bytes:
+                bad_value(value)
+            rc = fn(bc, key, len(key), value, len(value))
+            if rc:
+                finish(rc, BC_HEADER + len(key) + len(value),
+                       lambda: fn(bc, key, len(key), value, len(value)), roll, "put")
+
+        return put
+
+    def make_delete(self, bad_key, roll):
+        bc, fn, finish = self._bc, lib.rldb_bc_delete, self._finish
+
+        def delete(key):
+            if key.__class__ is not bytes or not key:
+                bad_key(key)
+            rc = fn(bc, key, len(key))
+            if rc:
+                finish(rc, BC_HEADER + len(key), lambda: fn(bc, key, len(key)), roll, "delete")
+
+        return delete
+
+    def write_batch(self, ops, roll):
+        """ops: validated (kind, key, value) with kind "put" or "delete"."""
+        kinds = bytes(1 if kind == "put" else 0 for kind, _, _ in ops)
+        klens = array("I", [len(key) for _, key, _ in ops])
+        vlens = array("I", [len(value) if kind == "put" else 0 for kind, _, value in ops])
+        data = b"".join([key + value if kind == "put" else key for kind, key, value in ops])
+        size = len(data) + BC_HEADER * len(ops)
+        ck, cv = ffi.from_buffer("uint32_t[]", klens), ffi.from_buffer("uint32_t[]", vlens)
+
+        def again():
+            return lib.rldb_bc_write_batch(self._bc, kinds, data, ck, cv, len(ops))
+
+        self._finish(again(), size, again, roll, "write_batch")
+
+    # -- the file table
+
+    def add_file(self, fd, rank, file_id, size):
+        """The slot of a newly registered data file."""
+        return _check(lib.rldb_bc_add_file(self._bc, fd, rank, file_id, size), "add data file")
+
+    def remove_file(self, slot):
+        rc = lib.rldb_bc_remove_file(self._bc, slot)
+        if rc:
+            raise self.error(rc, "remove data file (the keydir still points into it)")
+
+    def set_file_size(self, slot, size):
+        rc = lib.rldb_bc_set_file_size(self._bc, slot, size)
+        if rc:
+            raise self.error(rc, "set file size")
+
+    def reserve(self, keys):
+        rc = lib.rldb_bc_reserve(self._bc, keys)
+        if rc:
+            raise self.error(rc, "keydir reserve")
+
+    def activate(self, slot, hint_fd):
+        rc = lib.rldb_bc_activate(self._bc, slot, hint_fd)
+        if rc:
+            raise self.error(rc, "activate data file")
+
+    def seal(self):
+        """(hint complete, size of the active file); no write goes to it after."""
+        size = ffi.new("uint64_t *")
+        ok = lib.rldb_bc_seal(self._bc, size)
+        return bool(ok), size[0]
+
+    def needs_roll(self, entry_size):
+        return bool(lib.rldb_bc_needs_roll(self._bc, entry_size))
+
+    def sync(self):
+        rc = lib.rldb_bc_sync(self._bc)
+        if rc:
+            raise self.error(rc, "fsync of the active file")
+
+    # -- open
+
+    def load_hint(self, slot, hint):
+        """None when the hint was loaded, else why it was not (nothing was
+        applied then): "size" when it is intact but was written for a data
+        file of another size, else what is wrong with it."""
+        rc = lib.rldb_bc_load_hint(self._bc, slot, _buffer(hint), len(hint))
+        if rc == 0:
+            return None
+        if rc == _BC_HINT_SIZE:
+            return "size"
+        if rc not in _BC_PROBLEM:
+            raise self.error(rc, "hint file")
+        return _BC_PROBLEM[rc]
+
+    def scan(self, slot, apply, hint_fd=-1):
+        """(status, valid end, bad offset): every entry of a data file checked,
+        applied to the keydir with apply, a hint of the valid part written to
+        hint_fd when >= 0."""
+        out = ffi.new("uint64_t[2]")
+        rc = lib.rldb_bc_scan(self._bc, slot, 1 if apply else 0, hint_fd, out, out + 1)
+        if rc < 0:
+            raise self.error(rc, "scan of a data file")
+        return rc, out[0], out[1]
+
+    # -- reads of the whole store
+
+    def keys(self):
+        """Every live key, a snapshot, in no particular order."""
+        st = self.stats()
+        count, size = st["keys"] + st["tombstones"], st["key_bytes"]
+        while True:
+            buf = _raw_new("char[]", max(size, 1))
+            lens = array("I", bytes(4 * max(count, 1)))
+            out = ffi.new("size_t[2]")
+            rc = lib.rldb_bc_keys(self._bc, buf, size, ffi.from_buffer("uint32_t[]", lens),
+                                  count, out, out + 1)
+            if rc == 0:
+                break
+            if rc != lib.RLDB_ERR_BUFFER_TOO_SMALL:
+                raise self.error(rc, "keys")
+            count, size = out[0] + 64, out[1] + 4096  # the store grew meanwhile
+        data = ffi.unpack(buf, out[1])
+        keys, pos = [], 0
+        for n in lens[:out[0]]:
+            keys.append(data[pos:pos + n])
+            pos += n
+        return keys
+
+    def stats(self):
+        st = ffi.new("rldb_bc_stats *")
+        lib.rldb_bc_get_stats(self._bc, st)
+        return {name: getattr(st, name) for name in _BC_STATS}
+
+    def files(self):
+        """Every registered data file: slot, id, rank, active, size, live bytes."""
+        n = 64
+        while True:
+            out = ffi.new("rldb_bc_file_info[]", n)
+            count = ffi.new("size_t *")
+            if lib.rldb_bc_files(self._bc, out, n, count) == 0:
+                break
+            n = count[0] + 16
+        return [{"slot": f.slot, "id": f.id, "rank": f.rank, "active": bool(f.active),
+                 "size": f.size, "live": f.live} for f in out[0:count[0]]]
+
+    def check(self):
+        rc = lib.rldb_bc_check(self._bc)
+        if rc:
+            raise self.error(rc, "check")
+
+    def check_hint(self, slot, hint):
+        rc = lib.rldb_bc_check_hint(self._bc, slot, _buffer(hint), len(hint))
+        if rc:
+            raise self.error(rc, "hint check")
+
+    def close(self):
+        lib.rldb_bc_close(self._bc)
+
+    def merge(self, max_output):
+        return BitcaskMerge(self, max_output)
+
+
+class BitcaskMerge:
+    """One merge: live entries of input files copied to output files (see
+    rldb/storage/bitcask/merge.py for the protocol around it)."""
+
+    __slots__ = ("_m", "_owner")
+
+    def __init__(self, owner, max_output):
+        m = lib.rldb_bc_merge_new(owner._bc, max_output)
+        if m == ffi.NULL:
+            raise InvalidArgumentError(f"bad merge output size {max_output}")
+        self._m = ffi.gc(m, lib.rldb_bc_merge_free)
+        self._owner = owner
+
+    def set_output(self, slot, hint_fd):
+        rc = lib.rldb_bc_merge_output(self._m, slot, hint_fd)
+        if rc:
+            raise self._owner.error(rc, "merge output")
+
+    def merge_file(self, slot, drop_tombstones, resume):
+        """(done, resume): done is False when the output is full."""
+        pos = ffi.new("uint64_t *", resume)
+        rc = lib.rldb_bc_merge_file(self._m, slot, 1 if drop_tombstones else 0, pos)
+        if rc == _BC_NEED_OUTPUT:
+            return False, pos[0]
+        if rc:
+            raise self._owner.error(rc, "merge")
+        return True, pos[0]
+
+    def finish_output(self):
+        """Writes the rest of the output and its hint; returns its size."""
+        size = ffi.new("uint64_t *")
+        rc = lib.rldb_bc_merge_finish_output(self._m, size)
+        if rc:
+            raise self._owner.error(rc, "merge output")
+        return size[0]
+
+    def commit(self, input_slots):
+        slots = ffi.new("uint32_t[]", list(input_slots) or [0])
+        rc = lib.rldb_bc_merge_commit(self._m, slots, len(input_slots))
+        if rc:
+            raise self._owner.error(rc, "merge commit")
+
+    def stats(self):
+        st = ffi.new("rldb_bc_merge_stats *")
+        lib.rldb_bc_merge_get_stats(self._m, st)
+        return {name: getattr(st, name) for name in _BC_MERGE_STATS}

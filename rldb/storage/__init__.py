@@ -13,6 +13,7 @@ from rldb.storage.engine import Engine, WriteBatch
 _ENGINES = {
     "memory": "rldb.storage.memory:MemoryEngine",
     "lsm": "rldb.storage.lsm.engine:LSMEngine",
+    "bitcask": "rldb.storage.bitcask.engine:BitcaskEngine",
 }
 
 
