@@ -25,7 +25,7 @@ import sqlite3
 from itertools import islice
 
 from rldb.errors import InvalidArgumentError
-from rldb.storage import engine_kinds, open_engine
+from rldb.storage import engine_class, engine_kinds, open_engine
 
 # rldb kinds that keep nothing on disk (a new in-memory kind must be listed here).
 IN_MEMORY_KINDS = {"memory"}
@@ -100,6 +100,7 @@ class RldbAdapter(Adapter):
         self.name = name or kind
         self.options = options
         self.persistent = kind not in IN_MEMORY_KINDS
+        self.can_scan = engine_class(kind).supports_scan
         self.sync_note = ("put() on an engine opened with sync=True if it takes that option, "
                           "else put() then flush()")
 

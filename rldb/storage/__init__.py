@@ -22,14 +22,19 @@ def engine_kinds():
     return sorted(_ENGINES)
 
 
-def open_engine(kind, path=None, **options):
-    """Open an engine by name: "memory", "lsm" or "bitcask"."""
+def engine_class(kind):
+    """The class behind a kind name (imported on first use)."""
     target = _ENGINES.get(kind)
     if target is None:
         raise InvalidArgumentError(
             f"unknown storage engine {kind!r}; choose one of {', '.join(engine_kinds())}")
     module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)(path, **options)
+    return getattr(importlib.import_module(module), cls)
 
 
-__all__ = ["Engine", "WriteBatch", "open_engine", "engine_kinds"]
+def open_engine(kind, path=None, **options):
+    """Open an engine by name: "memory", "lsm" or "bitcask"."""
+    return engine_class(kind)(path, **options)
+
+
+__all__ = ["Engine", "WriteBatch", "open_engine", "engine_class", "engine_kinds"]

@@ -90,6 +90,7 @@ class Engine(ABC):
     """A key-value engine: bytes in, bytes out."""
 
     kind = "abstract"
+    supports_scan = True  # False: scan() raises NotSupportedError (no key order)
 
     @abstractmethod
     def get(self, key):

@@ -103,6 +103,7 @@ def _io_error(exc, what):
 
 class BitcaskEngine(Engine):
     kind = "bitcask"
+    supports_scan = False
     DEFAULTS = DEFAULTS
 
     def __init__(self, path, **options):
