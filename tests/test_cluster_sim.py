@@ -44,12 +44,14 @@ class Oracle:
         return any(value in sup for w, sup in self.supersedes.items() if w in self.acked)
 
 
-def simulate(seed, ops=60):
+def simulate(seed, ops=60, runs=None):
     rng = random.Random(seed)
     size = rng.choice([3, 4, 5])
     cl = Cluster(seed, size=size, n=3, r=2, w=2, partitions=16,
                  delay=(0.001, rng.choice([0.005, 0.02, 0.08])),
                  drop=rng.choice([0.0, 0.01, 0.05]), duplicate=rng.choice([0.0, 0.02]))
+    if runs is not None:
+        runs.append(cl)
     cl.join_all()
     nodes = cl.up()
     owners = cl.nodes[nodes[0]].owners
@@ -177,10 +179,13 @@ def simulate(seed, ops=60):
 
 @pytest.mark.parametrize("seed", [int(os.environ["SEED"])] if "SEED" in os.environ else range(RUNS))
 def test_simulated_cluster_keeps_every_acknowledged_write(seed):
+    runs = []
     try:
-        simulate(seed)
+        simulate(seed, runs=runs)
     except AssertionError:
-        print(f"replay with SEED={seed}")
+        print(f"replay with SEED={seed}; the schedule of faults and operations:")
+        if runs:
+            print(runs[0].schedule())
         raise
 
 

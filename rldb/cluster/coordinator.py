@@ -36,7 +36,8 @@ class WriteOp:
             return c.Ok()
         impossible = len(self.targets) - len(self.errors) < self.w
         if impossible or now >= self.deadline:
-            return quorum_failure(self.operation, self.w, len(self.acks), self.errors, now >= self.deadline)
+            return quorum_failure(self.operation, self.w, len(self.acks),
+                                  _with_silent(self.errors, self.targets, self.acks), now >= self.deadline)
         return None
 
     def finished(self):
@@ -76,7 +77,9 @@ class ReadOp:
             return "read"
         impossible = len(self.targets) - len(self.errors) < self.r
         if impossible or now >= self.deadline:
-            return quorum_failure("Get", self.r, len(self.replies), self.errors, now >= self.deadline)
+            return quorum_failure("Get", self.r, len(self.replies),
+                                  _with_silent(self.errors, self.targets, self.replies),
+                                  now >= self.deadline)
         return None
 
     def finished(self, now):
@@ -86,6 +89,15 @@ class ReadOp:
         """Replicas whose copy differs from the merge of all replies."""
         merged = self.merged()
         return [node for node, clock in self.replies.items() if clock != merged], merged
+
+
+def _with_silent(errors, targets, answered):
+    """The replicas' errors, plus one for each that did not answer at all."""
+    out = dict(errors)
+    for node in targets:
+        if node not in answered and node not in out:
+            out[node] = "no reply before the deadline"
+    return out
 
 
 def quorum_failure(operation, needed, got, errors, timed_out):
