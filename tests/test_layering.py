@@ -55,3 +55,17 @@ def test_import_storage_stays_light():
             "'rldb.net', 'rldb.cluster', 'rldb.cli'))]; print(bad)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_cluster_core_is_sans_io():
+    """rldb.cluster decides; it never does I/O, reads the clock or draws
+    unseeded randomness (the simulator's Random instances are seeded)."""
+    forbidden = ("asyncio", "socket", "time", "selectors", "threading", "rldb.net", "rldb.cli")
+    offenders = []
+    for path in (PACKAGE / "cluster").rglob("*.py"):
+        for name in _imports(path):
+            if any(name == f or name.startswith(f + ".") for f in forbidden):
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}: {name}")
+            if name == "random" and path.name != "sim.py":
+                offenders.append(f"{path.relative_to(PACKAGE.parent)}: random (take an rng)")
+    assert offenders == []
