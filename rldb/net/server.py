@@ -223,8 +223,7 @@ class NodeServer:
                 log.info("request %s (%s): %s %s", slot.request_id, slot.name, reply.kind,
                          reply.fields.get("reason", ""))
             conn.complete(slot, codec.encode_reply(slot.cmd_id, slot.request_id, reply), error)
-            if conn is not None:
-                conn.flush()
+            conn.flush()
         self._schedule_timer()
 
     def _schedule_timer(self):

@@ -7,7 +7,6 @@ import threading
 
 from sortedcontainers import SortedDict
 
-from rldb.errors import InvalidArgumentError
 from rldb.storage.engine import (
     Engine,
     check_bound,

@@ -36,7 +36,7 @@ from rldb.storage.lsm.batch import decode_batch, encode_batch
 from rldb.storage.lsm.format import CURRENT, LOCK, log_name, parse_name, table_name
 from rldb.storage.lsm.log import LogWriter, read_log
 from rldb.storage.lsm.options import DEFAULTS, NUM_LEVELS, validate
-from rldb.storage.lsm.table import FileCache, ReadCounters, Table
+from rldb.storage.lsm.table import ReadCounters, Table
 from rldb.storage.lsm.table_cache import TableCache
 from rldb.storage.lsm.version import VersionEdit, VersionSet, fsync_dir
 
