@@ -16,6 +16,7 @@ enum { SRC_NEED = 0, SRC_BLOCK, SRC_MEM, SRC_DONE };
 
 typedef struct {
     int state;
+    rbuf own;                  /* the block's contents when the source holds its own copy */
     rbuf keys;                 /* decoded block keys, back to back */
     uint32_t *kends;
     const uint8_t **vptr;
@@ -72,6 +73,7 @@ void rldb_merger_free(rldb_merger *m) {
     if (!m) return;
     for (int i = 0; i < m->nsrc; i++) {
         source *s = &m->src[i];
+        rbuf_free(&s->own);
         rbuf_free(&s->keys);
         free(s->kends);
         free(s->vptr);
@@ -171,6 +173,21 @@ int rldb_merger_set_block(rldb_merger *m, int i, const uint8_t *data, size_t len
     s->pos = m->reverse ? lo - 1 : lo;
     s->state = (s->pos >= 0 && s->pos < (long)s->n) ? SRC_BLOCK : SRC_NEED;
     return RLDB_OK;
+}
+
+/* A block as stored (contents + trailer, maybe compressed): verified,
+ * decompressed into the source's own buffer, then used as by set_block.  The
+ * caller's buffer may go away after the call. */
+int rldb_merger_set_raw_block(rldb_merger *m, int i, const uint8_t *data, size_t len) {
+    int rc = check_source(m, i);
+    if (rc != RLDB_OK) return rc;
+    size_t size;
+    if ((rc = rldb_block_contents_size(data, len, &size)) != RLDB_OK) return rc;
+    source *s = &m->src[i];
+    s->own.len = 0;
+    if (rbuf_reserve(&s->own, size + 1)) return RLDB_ERR_NO_MEMORY;
+    if ((rc = rldb_block_unwrap(data, len, s->own.data, size, &s->own.len)) != RLDB_OK) return rc;
+    return rldb_merger_set_block(m, i, s->own.data, s->own.len);
 }
 
 int rldb_merger_set_memtable(rldb_merger *m, int i, rldb_memtable *mt) {

@@ -230,6 +230,8 @@ rldb_merger *rldb_merger_new(int nsources, int mode, int reverse, uint64_t snaps
 void rldb_merger_free(rldb_merger *m);
 /* The block must stay alive until the source is refilled or the merger freed. */
 int rldb_merger_set_block(rldb_merger *m, int source, const uint8_t *data, size_t len);
+/* The same from a block as stored (verified and decompressed into the merger). */
+int rldb_merger_set_raw_block(rldb_merger *m, int source, const uint8_t *data, size_t len);
 int rldb_merger_set_memtable(rldb_merger *m, int source, rldb_memtable *mt);
 int rldb_merger_set_done(rldb_merger *m, int source);
 int rldb_merger_scan(rldb_merger *m, uint8_t *data, size_t cap, uint32_t *index,

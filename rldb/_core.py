@@ -468,6 +468,14 @@ class Merger:
         if rc:
             raise error_for(rc, "block")
 
+    def set_raw_block(self, source, raw):
+        """A block as stored (bytes-like, trailer included): verified and
+        decompressed into the merger's own memory."""
+        self._held[source] = None
+        rc = lib.rldb_merger_set_raw_block(self._m, source, _buffer(raw), len(raw))
+        if rc:
+            raise error_for(rc, "block")
+
     def set_memtable(self, source, memtable):
         self._held[source] = memtable
         _check(lib.rldb_merger_set_memtable(self._m, source, memtable._mt), "merger")

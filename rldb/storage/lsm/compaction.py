@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 from rldb import _core
-from rldb.errors import StorageIOError
+from rldb.errors import CorruptionError, StorageIOError
 from rldb.storage.lsm.format import encode_properties, split_internal_key, table_name
 from rldb.storage.lsm.options import NUM_LEVELS
 from rldb.storage.lsm.version import FileMeta, VersionEdit, fsync_dir
@@ -117,7 +117,8 @@ def write_table(dirname, number, builder):
 def build_tables(merger, feeders, dirname, new_number, options, max_file_size,
                  between_files=None):
     """Runs a compact-mode merger to the end, writing tables of at most about
-    max_file_size.  feeders[i]() returns source i's next block or None.
+    max_file_size.  feeders[i]() returns source i's next (table, offset,
+    stored block) or None.
     between_files() runs after each finished table (to flush a memtable)."""
     metas, builder, number = [], None, None
     while True:
@@ -127,11 +128,15 @@ def build_tables(merger, feeders, dirname, new_number, options, max_file_size,
                                          options["bloom_bits_per_key"], options["compression"])
         status, need = merger.compact(builder, max_file_size)
         if status == _core.MERGE_NEED_DATA:
-            block = feeders[need]()
-            if block is None:
+            item = feeders[need]()
+            if item is None:
                 merger.set_done(need)
-            else:
-                merger.set_block(need, block)
+                continue
+            table, offset, raw = item
+            try:
+                merger.set_raw_block(need, raw)
+            except CorruptionError as exc:
+                raise CorruptionError(str(exc), table.path, offset) from None
             continue
         if builder.stats()["entries"]:
             metas.append(write_table(dirname, number, builder))
@@ -143,10 +148,12 @@ def build_tables(merger, feeders, dirname, new_number, options, max_file_size,
 
 
 def block_feeder(tables):
-    """A function returning the blocks of tables in order, one per call (not cached)."""
+    """A function returning (table, offset, stored block) of tables in order,
+    one per call; the merge verifies and decompresses them."""
     def blocks():
         for table in tables:
-            yield from table.blocks()
+            for offset, raw in table.raw_blocks():
+                yield table, offset, raw
     it = blocks()
     return lambda: next(it, None)
 

@@ -5,11 +5,13 @@ merge (csrc/merge.c); this module only hands it blocks, in order, as it asks."""
 from itertools import chain
 
 from rldb import _core
+from rldb.errors import CorruptionError
 from rldb.storage.lsm.options import NUM_LEVELS
 
 
 def _table_blocks(tables, start, end, reverse):
-    """Blocks of consecutive tables from the one holding the bound onwards."""
+    """(table, offset, stored block) of consecutive tables, from the block
+    holding the bound onwards; the merge verifies and decompresses them."""
     for table in tables:
         index = table.index
         if index.count == 0:
@@ -18,7 +20,8 @@ def _table_blocks(tables, start, end, reverse):
             first = index.count - 1 if end is None else min(index.search(end), index.count - 1)
         else:
             first = 0 if start is None else index.search(start)
-        yield from table.blocks(first, reverse)
+        for offset, raw in table.raw_blocks(first, reverse):
+            yield table, offset, raw
 
 
 def _in_range(f, start, end):
@@ -54,8 +57,12 @@ def _chunks(mem, imm, version, snapshot, open_table, start, end, reverse):
         if status == _core.MERGE_DONE:
             return
         if status == _core.MERGE_NEED_DATA:
-            block = next(feeds[need - base], None)
-            if block is None:
+            item = next(feeds[need - base], None)
+            if item is None:
                 merger.set_done(need)
-            else:
-                merger.set_block(need, block)
+                continue
+            table, offset, raw = item
+            try:
+                merger.set_raw_block(need, raw)
+            except CorruptionError as exc:
+                raise CorruptionError(str(exc), table.path, offset) from None

@@ -175,32 +175,35 @@ class Table:
             self.counters.bloom_false_positive += 1
         return found
 
-    def blocks(self, start_block=0, reverse=False, readahead=READAHEAD):
-        """Data blocks from start_block onwards (or backwards), each verified.
-        Consecutive blocks are read with one pread of up to `readahead` bytes."""
+    def raw_blocks(self, start_block=0, reverse=False, readahead=READAHEAD):
+        """(offset, stored block) from start_block on (or back), unverified:
+        views into reads of up to `readahead` bytes, for a consumer that
+        verifies and decompresses them itself (the C merge)."""
         handles = self.index.handles
+        if not handles:
+            return
         if reverse:
-            order = range(min(start_block, len(handles) - 1), -1, -1)
+            order = list(range(min(start_block, len(handles) - 1), -1, -1))
         else:
-            order = range(start_block, len(handles))
-        run = []
-        for i in order:
-            run.append(i)
-            lo, hi = min(run[0], run[-1]), max(run[0], run[-1])
-            span = handles[hi][0] + handles[hi][1] + BLOCK_TRAILER - handles[lo][0]
-            if span >= readahead or i == order[-1]:
-                yield from self._read_run(run)
-                run = []
-
-    def _read_run(self, run):
-        handles = self.index.handles
-        first = min(run[0], run[-1])
-        last = max(run[0], run[-1])
-        base = handles[first][0]
-        data = self._pread(base, handles[last][0] + handles[last][1] + BLOCK_TRAILER - base)
-        for i in run:
-            offset, size = handles[i]
-            yield self._unwrap(data[offset - base:offset - base + size + BLOCK_TRAILER], offset)
+            order = list(range(start_block, len(handles)))
+        pos = 0
+        while pos < len(order):
+            run = [order[pos]]
+            lo = hi = order[pos]
+            pos += 1
+            while pos < len(order):
+                nxt = order[pos]
+                lo2, hi2 = min(lo, nxt), max(hi, nxt)
+                if handles[hi2][0] + handles[hi2][1] + BLOCK_TRAILER - handles[lo2][0] > readahead:
+                    break
+                run.append(nxt)
+                lo, hi = lo2, hi2
+                pos += 1
+            base = handles[lo][0]
+            data = memoryview(self._pread(base, handles[hi][0] + handles[hi][1] + BLOCK_TRAILER - base))
+            for i in run:
+                offset, size = handles[i]
+                yield offset, data[offset - base:offset - base + size + BLOCK_TRAILER]
 
     def entries(self, check_order=False):
         """Every (internal key, value) in order, every block verified."""
