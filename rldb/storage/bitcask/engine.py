@@ -304,19 +304,21 @@ class BitcaskEngine(Engine):
         finally:
             os.close(hint_fd)
 
-    def _new_active(self):
-        """Creates the next data file and makes it the active one."""
+    def _new_files(self, rank, state, sync_dir):
+        """A new data file and its hint file (both created here, removed
+        again if anything fails), registered with the C side."""
         with self._files_lock:
             file_id = self._next_id
             self._next_id += 1
-        f = DataFile(file_id, file_id, None, -1, ACTIVE)
+        f = DataFile(rank if rank is not None else file_id, file_id, None, -1, state)
         fd = hint_fd = -1
         try:
             fd = os.open(self._file_path(f.data_name()), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             hint_fd = os.open(self._file_path(f.hint_name()), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
                               0o644)
-            fs.fsync_dir(self.path)  # the file exists before anything in it is acknowledged
-            f.slot = self._bc.add_file(fd, file_id, file_id, 0)
+            if sync_dir:
+                fs.fsync_dir(self.path)  # the file exists before anything in it is acknowledged
+            f.slot = self._bc.add_file(fd, f.rank, file_id, 0)
         except BaseException:
             for d in (fd, hint_fd):
                 if d >= 0:
@@ -326,7 +328,12 @@ class BitcaskEngine(Engine):
             raise
         f.fd, f.hint_fd = fd, hint_fd
         self._register(f)
-        self._bc.activate(f.slot, hint_fd)
+        return f
+
+    def _new_active(self):
+        """Creates the next data file and makes it the active one."""
+        f = self._new_files(None, ACTIVE, sync_dir=True)
+        self._bc.activate(f.slot, f.hint_fd)
         self._active = f
 
     def _seal_active(self):
@@ -490,26 +497,7 @@ class BitcaskEngine(Engine):
 
     def _new_output(self, rank):
         """A new merge output, named *.tmp until the merge commits."""
-        with self._files_lock:
-            file_id = self._next_id
-            self._next_id += 1
-        f = DataFile(rank, file_id, None, -1, OUTPUT)
-        fd = hint_fd = -1
-        try:
-            fd = os.open(self._file_path(f.data_name()), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-            hint_fd = os.open(self._file_path(f.hint_name()), os.O_WRONLY | os.O_CREAT | os.O_EXCL,
-                              0o644)
-            f.slot = self._bc.add_file(fd, rank, file_id, 0)
-        except BaseException:
-            for d in (fd, hint_fd):
-                if d >= 0:
-                    os.close(d)
-            fs.unlink(self._file_path(f.data_name()))
-            fs.unlink(self._file_path(f.hint_name()))
-            raise
-        f.fd, f.hint_fd = fd, hint_fd
-        self._register(f)
-        return f
+        return self._new_files(rank, OUTPUT, sync_dir=False)
 
     def _discard_outputs(self, outputs):
         """Forgets merge outputs that were never committed, and deletes them."""

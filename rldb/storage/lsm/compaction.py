@@ -9,9 +9,10 @@ import os
 from dataclasses import dataclass, field
 
 from rldb import _core
-from rldb.errors import CorruptionError, StorageIOError
+from rldb.errors import StorageIOError
 from rldb.storage.lsm.format import encode_properties, split_internal_key, table_name
 from rldb.storage.lsm.options import NUM_LEVELS
+from rldb.storage.lsm.table import feed
 from rldb.storage.lsm.version import FileMeta, VersionEdit, fsync_dir
 from rldb._version import __version__
 
@@ -128,15 +129,7 @@ def build_tables(merger, feeders, dirname, new_number, options, max_file_size,
                                          options["bloom_bits_per_key"], options["compression"])
         status, need = merger.compact(builder, max_file_size)
         if status == _core.MERGE_NEED_DATA:
-            item = feeders[need]()
-            if item is None:
-                merger.set_done(need)
-                continue
-            table, offset, raw = item
-            try:
-                merger.set_raw_block(need, raw)
-            except CorruptionError as exc:
-                raise CorruptionError(str(exc), table.path, offset) from None
+            feed(merger, need, feeders[need]())
             continue
         if builder.stats()["entries"]:
             metas.append(write_table(dirname, number, builder))

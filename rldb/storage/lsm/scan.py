@@ -5,8 +5,8 @@ merge (csrc/merge.c); this module only hands it blocks, in order, as it asks."""
 from itertools import chain
 
 from rldb import _core
-from rldb.errors import CorruptionError
 from rldb.storage.lsm.options import NUM_LEVELS
+from rldb.storage.lsm.table import feed
 
 
 def _table_blocks(tables, start, end, reverse):
@@ -57,12 +57,4 @@ def _chunks(mem, imm, version, snapshot, open_table, start, end, reverse):
         if status == _core.MERGE_DONE:
             return
         if status == _core.MERGE_NEED_DATA:
-            item = next(feeds[need - base], None)
-            if item is None:
-                merger.set_done(need)
-                continue
-            table, offset, raw = item
-            try:
-                merger.set_raw_block(need, raw)
-            except CorruptionError as exc:
-                raise CorruptionError(str(exc), table.path, offset) from None
+            feed(merger, need, next(feeds[need - base], None))

@@ -245,3 +245,16 @@ class Table:
 
     def close(self):
         self.files.forget(self.number)
+
+
+def feed(merger, source, item):
+    """Hands a (table, offset, stored block) to a merge source, or tells the
+    merge the source is done (item None); a bad block names its table."""
+    if item is None:
+        merger.set_done(source)
+        return
+    table, offset, raw = item
+    try:
+        merger.set_raw_block(source, raw)
+    except CorruptionError as exc:
+        raise CorruptionError(str(exc), table.path, offset) from None
