@@ -193,3 +193,26 @@ def test_zz_report_simulation_counts(capsys):
     with capsys.disabled():
         print(f"\ncluster simulation totals: {TOTALS}")
     assert TOTALS["runs"] > 0 or "SEED" in os.environ
+
+
+def test_a_restarted_node_can_forward_again():
+    """Forwarded writes are deduplicated by sender; a sender that restarts
+    numbers its requests from 1 again, and those must not be taken for
+    duplicates of the ones before the restart."""
+    cl = Cluster(7, size=4, n=1, r=1, w=1, partitions=16)
+    assert cl.join_all()
+    owners = cl.nodes["n1"].owners
+    # a key n1 does not own, so that n1 forwards it
+    key = next(b"k%d" % i for i in range(1000)
+               if cl.nodes["n1"].preference_list(b"k%d" % i) != ["n1"])
+    for round_no in range(2):
+        token = ("put", round_no)
+        cl.client("n1", token, c.Put(key, b"v%d" % round_no))
+        assert isinstance(cl.wait_for(token, 3.0), c.Ok)
+        cl.crash("n1")
+        cl.start("n1")
+        cl.run_for(1.0)
+    token = ("get", "last")
+    cl.client("n2", token, c.Get(key))
+    assert sorted(cl.wait_for(token, 3.0).value.values) == [b"v0", b"v1"]
+    assert owners == cl.nodes["n2"].owners

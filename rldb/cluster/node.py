@@ -55,7 +55,7 @@ class NodeCore:
         self._ops = {}
         self._next_op = 0
         self._next_gossip = now
-        self._seen_forwards = OrderedDict()  # (addr, op id) of forwarded writes taken
+        self._seen_forwards = OrderedDict()  # (addr, generation, op id) of forwards taken
         self._joining = None  # the address we are joining through, until it answers
         self.counters = {"forwarded": 0, "read_repairs": 0, "bad_messages": 0,
                          "quorum_failures": 0}
@@ -249,6 +249,7 @@ class NodeCore:
         if isinstance(cmd, c.Put):
             fields["value"] = cmd.value
         self._send(target, {"t": "fwd", "id": op.op_id,
+                            "gen": self.membership.self_member.generation,
                             "kind": "put" if isinstance(cmd, c.Put) else "delete", **fields})
         self.counters["forwarded"] += 1
         return None
@@ -330,7 +331,8 @@ class NodeCore:
 
     def _on_fwd(self, msg, now):
         # The network may deliver a message twice: a write must get one dot.
-        seen = (msg["addr"], msg["id"])
+        # Op ids restart with the sender, so its generation is part of the name.
+        seen = (msg["addr"], msg.get("gen"), msg["id"])
         if seen in self._seen_forwards:
             return
         self._seen_forwards[seen] = now
