@@ -11,8 +11,9 @@ key of the key space (PREFIX + 10 digits), the mix set by --get-ratio; values
 are --value-size bytes cut from a random pool.  Frames and msgpack payloads are
 built by hand and replies are matched in order (request id checked) without
 decoding the payload unless it is an error, so the generator costs a few
-microseconds per request and leaves the CPU to the server it measures; with
---uvloop (used when importable) it costs about half as much again.
+microseconds per request and leaves the CPU to the server it measures.  With
+--uvloop (used when importable) it needs about half the CPU of asyncio's own
+loop (measured: 40-45% against 86% of a core at 24,000 ops/s).
 
 Measurement: only requests *sent* after the warmup count.  With --duration D
 no request is sent after warmup + D seconds; with --ops N exactly N requests
@@ -188,7 +189,7 @@ class LoadConnection(asyncio.Protocol):
         self.run = run
         self.index = index
         self.transport = None
-        self.inflight = collections.deque()  # (sent perf_counter, op, request id)
+        self.inflight = collections.deque()  # (sent perf_counter, op, request id, key index)
         self.buf = b""
         self.seq = 0
         self.dead = False
@@ -269,7 +270,7 @@ class LoadConnection(asyncio.Protocol):
         self.buf = buf[pos:] if pos < n else b""
         if replies:
             stats.replies += replies
-            self._send(replies, now)
+            self._send(replies)
 
     def eof_received(self):
         return False
@@ -294,8 +295,9 @@ class LoadConnection(asyncio.Protocol):
         self.run.stats.error(kind, measured)
         return GET_ERR if op == BGET else PUT_ERR
 
-    def _send(self, count, now):
+    def _send(self, count):
         """Sends up to count new requests, as one write."""
+        now = time.perf_counter()
         frames = []
         inflight = self.inflight
         next_frame = self.run.workload.next_frame
@@ -318,7 +320,7 @@ class LoadConnection(asyncio.Protocol):
 
     def start(self, depth):
         self.idle = False
-        self._send(depth, time.perf_counter())
+        self._send(depth)
 
     def _fail(self, kind):
         """The connection cannot go on: each of its requests in flight is an
@@ -571,8 +573,8 @@ def print_summary(s, out=sys.stdout):
     for port, st in (s["server_stats"] or {}).items():
         cmds = (st.get("server") or {}).get("commands") if isinstance(st, dict) else None
         if not cmds:
-            print(f"server {port}  stats unavailable: {st.get('error') if isinstance(st, dict) else st}",
-                  file=out)
+            why = st.get("error") if isinstance(st, dict) else st
+            print(f"server {port}  stats unavailable: {why}", file=out)
             continue
         parts = [f"{name} {c['count']} (p50 {c['p50_ms']} p99 {c['p99_ms']} p99.9 {c['p999_ms']})"
                  for name, c in sorted(cmds.items()) if name in ("bget", "bput")]
@@ -583,29 +585,34 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         description="Closed-loop load generator for rldb nodes (binary GET/PUT, raw protocol).",
         epilog="See the module docstring (or bench/README.md) for how requests are measured.")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=3001)
+    ap.add_argument("--host", default="127.0.0.1", help="node address (default 127.0.0.1)")
+    ap.add_argument("--port", type=int, default=3001, help="node port (default 3001)")
     ap.add_argument("--ports", default=None,
-                    help="comma-separated ports; connections are spread round-robin (overrides --port)")
-    ap.add_argument("--connections", "-c", type=int, default=32)
+                    help="comma-separated ports; connections are spread round-robin "
+                         "(overrides --port)")
+    ap.add_argument("--connections", "-c", type=int, default=32,
+                    help="concurrent connections (default 32)")
     ap.add_argument("--pipeline", type=int, default=1,
                     help="requests outstanding per connection (default 1)")
-    ap.add_argument("--get-ratio", type=float, default=0.5, help="fraction of GETs (0..1)")
-    ap.add_argument("--value-size", type=int, default=100, help="bytes per PUT value")
-    ap.add_argument("--keys", type=int, default=100_000, help="key space size")
+    ap.add_argument("--get-ratio", type=float, default=0.5,
+                    help="fraction of GETs, 0..1 (default 0.5)")
+    ap.add_argument("--value-size", type=int, default=100, help="bytes per PUT value (default 100)")
+    ap.add_argument("--keys", type=int, default=100_000, help="key space size (default 100000)")
     ap.add_argument("--key-prefix", default="key:", help="keys are PREFIX + 10 digits")
     group = ap.add_mutually_exclusive_group()
     group.add_argument("--duration", type=float, default=None,
                        help="seconds of measured load after the warmup (default 10)")
     group.add_argument("--ops", type=int, default=None, help="measured requests to send")
-    ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
+    ap.add_argument("--warmup", type=float, default=1.0,
+                    help="unmeasured seconds first (default 1)")
     ap.add_argument("--put-context", choices=("none", "last-read"), default="none",
                     help="none: blind PUTs (each adds a sibling); last-read: a PUT carries the "
                          "context of this run's last GET reply for its key, if any")
     ap.add_argument("--preload", action="store_true",
                     help="put every key once before the warmup (unmeasured)")
     ap.add_argument("--timeout", type=float, default=5.0,
-                    help="seconds a request may wait for its reply before it is an error")
+                    help="seconds a request may wait for its reply before it is an error "
+                         "(default 5)")
     ap.add_argument("--csv", default=None, help="write a CSV (see --csv-mode)")
     ap.add_argument("--csv-mode", choices=("second", "request"), default="second",
                     help="one row per second (default) or one per request")
@@ -614,7 +621,7 @@ def parse_args(argv=None):
     ap.add_argument("--uvloop", action="store_true", help="use uvloop when it is importable")
     ap.add_argument("--server-stats", action="store_true",
                     help="fetch each node's STATS (19) after the run and report its own latencies")
-    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=1, help="seed of keys, mix and values (default 1)")
     args = ap.parse_args(argv)
     args.ports = [int(p) for p in args.ports.split(",")] if args.ports else [args.port]
     if args.duration is None and args.ops is None:
@@ -625,7 +632,8 @@ def parse_args(argv=None):
         ap.error("--get-ratio must be between 0 and 1")
     if args.keys < 1 or args.value_size < 0 or args.warmup < 0:
         ap.error("--keys must be at least 1; --value-size and --warmup not negative")
-    if (args.duration is not None and args.duration <= 0) or (args.ops is not None and args.ops < 1):
+    if ((args.duration is not None and args.duration <= 0)
+            or (args.ops is not None and args.ops < 1)):
         ap.error("--duration must be positive, --ops at least 1")
     return args
 

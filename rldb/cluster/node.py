@@ -112,6 +112,8 @@ class NodeCore:
         return out
 
     def next_deadline(self):
+        if not self._ops:
+            return self._next_gossip
         deadlines = [self._next_gossip] + [op.deadline for op in self._ops.values()]
         return min(deadlines)
 

@@ -76,6 +76,14 @@ def decode_request(cmd_id, request_id, payload):
         raise _bad(cmd_id, request_id, f"command {cmd_id} is not accepted from clients")
     if cmd_id in (p.BGET, p.BPUT, p.BDELETE, p.STATS):
         obj = p.parse_msgpack(payload, cmd_id, request_id)
+        if obj.__class__ is dict:
+            # the common shapes, {"key"} and {"key", "value"} as bin, without the checks below
+            key = obj.get("key")
+            if key.__class__ is bytes and key:
+                if cmd_id == p.BGET and len(obj) == 1:
+                    return c.Get(key)
+                if cmd_id == p.BPUT and len(obj) == 2 and obj.get("value").__class__ is bytes:
+                    return c.Put(key, obj["value"])
         if cmd_id == p.STATS:
             return c.Stats()
         key = _key(_field(obj, "key", (bytes, str), cmd_id, request_id), cmd_id, request_id)

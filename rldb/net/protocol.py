@@ -68,6 +68,21 @@ class FrameDecoder:
         if self._pending_error is not None:
             raise self._pending_error
         buf = self._buf
+        if not data and not buf:
+            return []  # feed(b"") after a read that left nothing behind
+        if not buf and data.__class__ is bytes and len(data) >= 9:
+            # the common case: nothing buffered and data is exactly one whole frame
+            cmd_id, rid_len = _HEAD.unpack_from(data)
+            if 0 < rid_len and len(data) >= 9 + rid_len and cmd_id != INTERNAL:
+                (payload_len,) = _LEN.unpack_from(data, 5 + rid_len)
+                total = 9 + rid_len + payload_len
+                if total == len(data) and total <= self.max_frame:
+                    try:
+                        request_id = data[5:5 + rid_len].decode()
+                    except UnicodeDecodeError:
+                        pass  # the general path below raises the error
+                    else:
+                        return [(cmd_id, request_id, data[9 + rid_len:])]
         buf += data
         frames = []
         pos = 0

@@ -44,6 +44,7 @@ class Connection(asyncio.Protocol):
         self.closing = False
         self.last_activity = time.monotonic()
         self._idle_handle = None
+        self.reading = False  # in data_received: replies are written once, at its end
 
     # asyncio callbacks
     def connection_made(self, transport):
@@ -72,20 +73,24 @@ class Connection(asyncio.Protocol):
         except p.ProtocolError as exc:
             frames = []
             self._protocol_error(exc)
-        for cmd_id, request_id, payload in frames:
-            if cmd_id == p.INTERNAL:
-                server.peer_message(payload)
-                continue
-            slot = _Slot(cmd_id, request_id, time.perf_counter())
-            self.slots.append(slot)
-            try:
-                command = codec.decode_request(cmd_id, request_id, payload)
-            except p.ProtocolError as exc:
-                server.stats.protocol_errors += 1
-                log.info("request %s from %s: %s", request_id, self.peer, exc)
-                self.complete(slot, codec.encode_error(cmd_id, request_id, exc.error), True)
-                continue
-            server.submit(self, slot, command)
+        self.reading = True  # replies to this read go out in one write, below
+        try:
+            for cmd_id, request_id, payload in frames:
+                if cmd_id == p.INTERNAL:
+                    server.peer_message(payload)
+                    continue
+                slot = _Slot(cmd_id, request_id, time.perf_counter())
+                self.slots.append(slot)
+                try:
+                    command = codec.decode_request(cmd_id, request_id, payload)
+                except p.ProtocolError as exc:
+                    server.stats.protocol_errors += 1
+                    log.info("request %s from %s: %s", request_id, self.peer, exc)
+                    self.complete(slot, codec.encode_error(cmd_id, request_id, exc.error), True)
+                    continue
+                server.submit(self, slot, command)
+        finally:
+            self.reading = False
         if frames and not self.closing:
             try:
                 self.decoder.feed(b"")  # a bad frame after good ones in the same read
@@ -223,7 +228,8 @@ class NodeServer:
                 log.info("request %s (%s): %s %s", slot.request_id, slot.name, reply.kind,
                          reply.fields.get("reason", ""))
             conn.complete(slot, codec.encode_reply(slot.cmd_id, slot.request_id, reply), error)
-            conn.flush()
+            if not conn.reading:
+                conn.flush()
         self._schedule_timer()
 
     def _schedule_timer(self):
