@@ -20,7 +20,9 @@ from rldb.cluster import dvv, ring
 from rldb.cluster.sim import Cluster
 
 RUNS = int(os.environ.get("SIM_RUNS", "200"))
-TOTALS = {"runs": 0, "ops": 0, "crashes": 0, "partitions": 0, "dropped": 0, "duplicated": 0}
+TOTALS = {"runs": 0, "ops": 0, "crashes": 0, "wiped": 0, "partitions": 0, "joins": 0,
+          "leaves": 0, "dropped": 0, "duplicated": 0, "hints_delivered": 0,
+          "aae_keys_repaired": 0, "keys_transferred": 0, "tombstones_reaped": 0}
 
 
 class Oracle:
@@ -29,12 +31,16 @@ class Oracle:
         self.supersedes = {}   # value (or delete token) -> values it superseded
         self.acked = set()
         self.acked_at = {}     # value -> virtual time its acknowledgement came
+        self.strict = set()    # values written with pw = w (on w primaries)
 
     def must_see(self, key, before):
-        """Values of key acknowledged before `before` that nothing superseded:
-        with R + W > N every read issued after that must return them."""
+        """Values of key acknowledged by w primaries before `before` that
+        nothing superseded: every read with pr = r issued after that must
+        return them (R + W > N over primaries).  A sloppy write may sit on
+        fallbacks only, so it promises nothing until hints are handed off."""
         return {v for v, t in self.acked_at.items()
-                if t < before and self.written.get(v) == key and not self.dominated(v)}
+                if t < before and v in self.strict and self.written.get(v) == key
+                and not self.dominated(v)}
 
     def dominated(self, value):
         """Values superseded by some write attempt, transitively."""
@@ -47,37 +53,51 @@ class Oracle:
 def simulate(seed, ops=60, runs=None):
     rng = random.Random(seed)
     size = rng.choice([3, 4, 5])
+    strict = rng.random() < 0.5  # pw = pr = 2 (primaries only) or a sloppy quorum
+    quorum = {"pw": 2} if strict else {}
     cl = Cluster(seed, size=size, n=3, r=2, w=2, partitions=16,
                  delay=(0.001, rng.choice([0.005, 0.02, 0.08])),
                  drop=rng.choice([0.0, 0.01, 0.05]), duplicate=rng.choice([0.0, 0.02]))
     if runs is not None:
         runs.append(cl)
-    cl.join_all()
+    assert cl.join_all(), "rings did not converge"
     nodes = cl.up()
     owners = cl.nodes[nodes[0]].owners
-    assert all(cl.nodes[n].owners == owners for n in nodes), "rings did not converge"
     ring.check(owners, nodes, 3)
     keys = [b"k%d" % i for i in range(4)]
     oracle = Oracle()
     crashed = set()
+    wiped = joined = left = False
     pending = {}  # token -> value written (or a delete's token, or None for a get)
     issued = {}   # token of a get -> (key, time issued)
     counter = 0
     for i in range(ops):
         roll = rng.random()
-        if roll < 0.04 and len(crashed) < 1:
+        if roll < 0.04 and not crashed and len(cl.up()) > 3:
             victim = rng.choice(cl.up())
             cl.crash(victim)
             crashed.add(victim)
             TOTALS["crashes"] += 1
         elif roll < 0.07 and crashed:
             name = crashed.pop()
-            cl.start(name)
+            wipe = not wiped and rng.random() < 0.3  # its disk lost: anti-entropy restores it
+            wiped = wiped or wipe
+            TOTALS["wiped"] += wipe
+            cl.start(name, wipe=wipe)
         elif roll < 0.09:
-            cl.partition(rng.sample(nodes, rng.randint(1, len(nodes) - 1)))
+            everyone = sorted(cl.generations)
+            cl.partition(rng.sample(everyone, rng.randint(1, len(everyone) - 1)))
             TOTALS["partitions"] += 1
         elif roll < 0.13:
             cl.heal()
+        elif roll < 0.15 and not joined:
+            joined = True
+            cl.add_node(f"n{len(cl.generations) + 1}")
+            TOTALS["joins"] += 1
+        elif roll < 0.17 and not left and not crashed and len(cl.up()) >= 4:
+            left = True
+            cl.leave(rng.choice(cl.up()))
+            TOTALS["leaves"] += 1
         node = rng.choice(cl.up())
         key = rng.choice(keys)
         counter += 1
@@ -85,7 +105,7 @@ def simulate(seed, ops=60, runs=None):
         kind = rng.choice(["put", "rmw", "rmw", "get", "del"])
         if kind in ("rmw", "del"):
             token = ("read", counter)
-            cl.client(node, token, c.Get(key))
+            cl.client(node, token, c.Get(key, pr=2 if strict else None))
             got = cl.wait_for(token, 3.0)
             if node not in cl.nodes:
                 continue
@@ -98,23 +118,23 @@ def simulate(seed, ops=60, runs=None):
             if kind == "rmw":
                 oracle.written[value] = key
                 oracle.supersedes[value] = set(read)
-                cl.client(node, token, c.Put(key, value, ctx))
+                cl.client(node, token, c.Put(key, value, ctx, **quorum))
             else:
                 if ctx is None:
                     continue
                 oracle.supersedes[("del", counter)] = set(read)
-                cl.client(node, token, c.Delete(key, ctx))
+                cl.client(node, token, c.Delete(key, ctx, **quorum))
             pending[token] = value if kind == "rmw" else ("del", counter)
         elif kind == "put":
             token = ("put", counter)
             oracle.written[value] = key
             oracle.supersedes[value] = set()
-            cl.client(node, token, c.Put(key, value))
+            cl.client(node, token, c.Put(key, value, **quorum))
             pending[token] = value
         else:
             token = ("get", counter)
             issued[token] = (key, cl.now)
-            cl.client(node, token, c.Get(key))
+            cl.client(node, token, c.Get(key, pr=2 if strict else None))
             pending[token] = None
         cl.run_for(rng.uniform(0.0, 0.05))
         for token in list(pending):
@@ -124,6 +144,8 @@ def simulate(seed, ops=60, runs=None):
                 if isinstance(reply, c.Ok) and w is not None:
                     oracle.acked.add(w)
                     oracle.acked_at[w] = cl.now
+                    if strict:
+                        oracle.strict.add(w)
                 if token[0] == "get" and isinstance(reply, (c.Ok, c.Err)) and (
                         isinstance(reply, c.Ok) or reply.kind == "NotFound"):
                     vals = reply.value.values if isinstance(reply, c.Ok) else []
@@ -134,12 +156,13 @@ def simulate(seed, ops=60, runs=None):
                     assert not missing, f"a read of {key} missed acknowledged {sorted(missing)}"
     TOTALS["ops"] += ops
     # heal everything (a healthy network loses nothing), restart the crashed
-    # with their data, let it settle
+    # with their data, and let hints, transfers and anti-entropy finish
     cl.heal()
     cl.net.drop = cl.net.duplicate = 0.0
     for name in crashed:
         cl.start(name)
-    cl.run_for(5.0)
+    assert cl.settle(120.0), "the cluster did not settle: " + str(
+        {n: (node.hints.pending(), node.next_owners is not None) for n, node in cl.nodes.items()})
     for token in list(pending):
         reply = cl.replies.get(token)
         if isinstance(reply, c.Ok) and pending[token] is not None:
@@ -165,15 +188,31 @@ def simulate(seed, ops=60, runs=None):
             assert not oracle.dominated_by_acked(value), f"{value} of {key} came back"
     for key, vals in final.items():
         assert all(oracle.written.get(v) == key for v in vals), f"phantom value under {key}"
-    cl.run_for(2.0)  # read repair lands
+    # anti-entropy alone (no more reads) brings every replica to the same tree
+    end = cl.now + 30.0
+    while cl.trees_agree() and cl.now < end:
+        cl.run_for(0.5)
+    assert not cl.trees_agree(), f"replicas still differ in partitions {cl.trees_agree()}"
+    for name, node in cl.nodes.items():
+        assert not node.hints.pending(), f"{name} still holds hints"
+        node.store.check()
+        node.hints.check()
     for key in keys:
         pref = cl.nodes[cl.up()[0]].preference_list(key)
         clocks = [cl.stores[n].get(key) for n in pref]
-        assert all(clk == clocks[0] for clk in clocks), f"replicas of {key} differ after repair"
+        assert all(clk == clocks[0] for clk in clocks), f"replicas of {key} differ"
         dvv.check(clocks[0])
+        values = {v for v, _ in dvv.values(clocks[0]) if v is not None}
+        assert values == final[key] or not final[key] and not values, \
+            f"{key}: replicas hold {values}, the final read gave {final[key]}"
+    ring.check(cl.nodes[cl.up()[0]].owners, cl.up(), 3)
     TOTALS["runs"] += 1
     TOTALS["dropped"] += cl.net.stats["dropped"]
     TOTALS["duplicated"] += cl.net.stats["duplicated"]
+    for node in cl.nodes.values():
+        for name in ("hints_delivered", "aae_keys_repaired", "keys_transferred",
+                     "tombstones_reaped"):
+            TOTALS[name] += node.counters[name]
     return cl
 
 

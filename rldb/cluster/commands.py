@@ -13,6 +13,7 @@ class Ping:
 class Get:
     key: bytes
     r: Optional[int] = None
+    pr: Optional[int] = None   # how many of the r must be primaries (not fallbacks)
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,7 @@ class Put:
     value: bytes
     context: Optional[bytes] = None
     w: Optional[int] = None
+    pw: Optional[int] = None   # how many of the w must be primaries (not fallbacks)
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Delete:
     key: bytes
     context: Optional[bytes] = None
     w: Optional[int] = None
+    pw: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,18 @@ class ClusterState:
 @dataclass(frozen=True)
 class JoinCluster:
     addr: str
+
+
+@dataclass(frozen=True)
+class Admin:
+    """Operator commands: status, ring, transfers, repair (with an optional
+    partition, and rebuild to rebuild the trees from a scan first), leave."""
+    op: str
+    partition: Optional[int] = None
+    rebuild: bool = False
+
+
+ADMIN_OPS = ("status", "ring", "transfers", "repair", "leave")
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,17 @@
 """Per-request state machines of a coordinating node: quorum writes and
-reads.  They only count replies and decide; NodeCore sends and receives."""
+reads with a sloppy quorum.  They only count replies and decide; NodeCore
+sends, receives and picks the fallbacks.
+
+Each op has intended replicas (the primaries of the key's preference list).
+A primary that is down, fails, or stays silent past the sloppy deadline gets
+a stand-in: a fallback node that answers on its behalf (and, for a write,
+keeps a hint to hand the value on).  A stand-in's answer counts for the
+primary it stands in for toward w or r, as in Riak; pw and pr count only
+answers of the primaries themselves.
+
+During a ring transition a write has two groups of primaries (the old and
+the new preference list) and needs w from each, so that the data is on a
+quorum of whichever list ends up in charge."""
 from dataclasses import dataclass, field
 
 from rldb.cluster import commands as c
@@ -7,62 +19,106 @@ from rldb.cluster import dvv
 
 
 @dataclass
-class WriteOp:
-    """A put or delete: the new clock goes to every replica; done after w acks."""
+class QuorumOp:
     op_id: int
     token: object
     key: bytes
-    clock: tuple
-    targets: list
-    w: int
+    groups: list          # lists of primaries; the op needs `need` from each
+    need: int             # w or r
+    need_primary: int     # pw or pr
     deadline: float
+    sloppy_at: float      # a silent primary gets a stand-in from then on
     operation: str = "Put"
-    acks: set = field(default_factory=set)
-    errors: dict = field(default_factory=dict)
+    answered_by: dict = field(default_factory=dict)   # primary -> node that answered for it
+    errors: dict = field(default_factory=dict)        # node -> reason
+    failed: set = field(default_factory=set)          # primaries nobody can answer for
+    stand_in: dict = field(default_factory=dict)      # primary -> fallback asked for it
+    standing_for: dict = field(default_factory=dict)  # fallback -> primary
     answered: bool = False
-    forwarded_reply: object = None
+    checked_at: float = 0.0   # when the node last looked at it (for its timer)
 
-    def ack(self, node):
-        self.acks.add(node)
+    @property
+    def primaries(self):
+        out = []
+        for g in self.groups:
+            out.extend(n for n in g if n not in out)
+        return out
 
-    def fail(self, node, reason):
+    def for_whom(self, node):
+        """The primary an answer from node counts for (None if unasked)."""
+        if node in self.standing_for:
+            return self.standing_for[node]
+        return node if node in self.primaries else None
+
+    def record_answer(self, node):
+        primary = self.for_whom(node)
+        if primary is not None:
+            # a primary's own answer outranks a stand-in's
+            if node == primary or primary not in self.answered_by:
+                self.answered_by[primary] = node
+        return primary
+
+    def record_failure(self, node, reason):
         self.errors.setdefault(node, reason)
+        primary = self.for_whom(node)
+        if primary is not None and self.stand_in.get(primary) == node:
+            del self.stand_in[primary]  # that stand-in is spent; another may be asked
+        return primary
+
+    def needing_stand_in(self, now, down):
+        """Primaries without an answer that have failed, are down (by the
+        failure detector) or stayed silent past sloppy_at, and have no live
+        stand-in yet."""
+        return [p for p in self.primaries
+                if p not in self.answered_by and p not in self.failed and p not in self.stand_in
+                and (p in self.errors or p in down or now >= self.sloppy_at)]
 
     def outcome(self, now):
-        """The reply once decided, else None."""
+        """The reply once decided, else None (reads return "read")."""
         if self.answered:
             return None
-        if len(self.acks) >= self.w:
-            return c.Ok()
-        impossible = len(self.targets) - len(self.errors) < self.w
+        own = {p for p, n in self.answered_by.items() if p == n}
+        if all(len(self.answered_by.keys() & set(g)) >= self.need and
+               len(own & set(g)) >= self.need_primary for g in self.groups):
+            return self.success()
+        lost_primary = set(self.failed) | {p for p in self.errors if p in self.primaries}
+        impossible = any(len(g) - len(self.failed & set(g)) < self.need or
+                         len(g) - len(lost_primary & set(g)) < self.need_primary
+                         for g in self.groups)
         if impossible or now >= self.deadline:
-            return quorum_failure(self.operation, self.w, len(self.acks),
-                                  _with_silent(self.errors, self.targets, self.acks), now >= self.deadline)
+            got = min(len(self.answered_by.keys() & set(g)) for g in self.groups)
+            return quorum_failure(self.operation, self.need, got,
+                                  _with_silent(self.errors, self.primaries, self.answered_by),
+                                  now >= self.deadline)
         return None
 
-    def finished(self):
-        return len(self.acks) + len(self.errors) >= len(self.targets)
+    def success(self):
+        return c.Ok()
 
 
 @dataclass
-class ReadOp:
-    """A get: asks every replica, answers after r replies, then keeps
+class WriteOp(QuorumOp):
+    """A put or delete: the new clock (data, encoded) goes to every primary."""
+    data: bytes = b""
+    forwarded_reply: object = None
+
+    def finished(self):
+        return all(p in self.answered_by or p in self.failed for p in self.primaries)
+
+
+@dataclass
+class ReadOp(QuorumOp):
+    """A get: asks every primary, answers after r replies, then keeps
     collecting until all replied (or the deadline) to repair stale replicas."""
-    op_id: int
-    token: object
-    key: bytes
-    targets: list
-    r: int
-    deadline: float
+    operation: str = "Get"
     replies: dict = field(default_factory=dict)   # node -> clock
-    errors: dict = field(default_factory=dict)
-    answered: bool = False
+
+    def success(self):
+        return "read"
 
     def reply(self, node, clock):
-        self.replies[node] = clock
-
-    def fail(self, node, reason):
-        self.errors.setdefault(node, reason)
+        if self.record_answer(node) is not None:
+            self.replies[node] = clock
 
     def merged(self):
         clock = dvv.EMPTY
@@ -70,25 +126,17 @@ class ReadOp:
             clock = dvv.sync(clock, other)
         return clock
 
-    def outcome(self, now):
-        if self.answered:
-            return None
-        if len(self.replies) >= self.r:
-            return "read"
-        impossible = len(self.targets) - len(self.errors) < self.r
-        if impossible or now >= self.deadline:
-            return quorum_failure("Get", self.r, len(self.replies),
-                                  _with_silent(self.errors, self.targets, self.replies),
-                                  now >= self.deadline)
-        return None
-
     def finished(self, now):
-        return len(self.replies) + len(self.errors) >= len(self.targets) or now >= self.deadline
+        return now >= self.deadline or all(
+            p in self.replies or p in self.failed or p in self.errors for p in self.primaries)
 
     def stale(self):
-        """Replicas whose copy differs from the merge of all replies."""
+        """Primaries that answered themselves with a copy that differs from
+        the merge of all replies (a stand-in's copy is a hint; it is handed
+        on by hinted handoff, not repaired here)."""
         merged = self.merged()
-        return [node for node, clock in self.replies.items() if clock != merged], merged
+        return [node for node, clock in self.replies.items()
+                if node in self.primaries and clock != merged], merged
 
 
 def _with_silent(errors, targets, answered):
@@ -107,3 +155,24 @@ def quorum_failure(operation, needed, got, errors, timed_out):
         "operation": operation, "reason": reason,
         "errors": [c.Err("Internal", {"reason": f"{node}: {err}"}) for node, err in sorted(errors.items())],
     })
+
+
+@dataclass
+class ForwardOp:
+    """A write sent on to a replica to coordinate: done when it replies."""
+    op_id: int
+    token: object
+    target: str
+    deadline: float
+    reply: object = None
+    answered: bool = False
+
+    def outcome(self, now):
+        if self.answered:
+            return None
+        if self.reply is not None:
+            return self.reply
+        if now >= self.deadline:
+            return quorum_failure("Forward", 1, 0, {self.target: "no reply before the deadline"},
+                                  True)
+        return None

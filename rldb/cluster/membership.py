@@ -1,7 +1,8 @@
 """Who is in the cluster, gossiped: every node owns its own entry and is the
 only one to change it; an entry with a higher (generation, heartbeat) wins a
-merge.  Generation grows on every restart, heartbeat on every gossip round;
-a node that leaves marks its entry "left" with a higher heartbeat.
+merge.  Generation grows on every restart, heartbeat on every gossip round.
+A node asked to leave marks its entry "leaving" (it stays in the ring while
+it hands its partitions off), then "left" once it holds nothing.
 
 Whether a member is up is decided locally by a phi accrual detector fed each
 time its heartbeat is seen to grow."""
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 
 from rldb.cluster.failure_detector import PhiAccrual
 
-JOINED, LEFT = "joined", "left"
+JOINED, LEAVING, LEFT = "joined", "leaving", "left"
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ class Member:
     def from_list(cls, item):
         node_id, addr, generation, heartbeat, state = item
         if not (isinstance(node_id, str) and isinstance(addr, str) and isinstance(generation, int)
-                and isinstance(heartbeat, int) and state in (JOINED, LEFT)):
+                and isinstance(heartbeat, int) and state in (JOINED, LEAVING, LEFT)):
             raise ValueError(f"malformed member {item!r}")
         return cls(node_id, addr, generation, heartbeat, state)
 
@@ -60,9 +61,9 @@ class Membership:
         m = self.self_member
         self.members[self.me] = Member(m.node_id, m.addr, m.generation, m.heartbeat + 1, m.state)
 
-    def leave(self):
+    def set_state(self, state):
         m = self.self_member
-        self.members[self.me] = Member(m.node_id, m.addr, m.generation, m.heartbeat + 1, LEFT)
+        self.members[self.me] = Member(m.node_id, m.addr, m.generation, m.heartbeat + 1, state)
 
     def merge(self, entries, now):
         """Takes a peer's view; returns True when anything changed."""
@@ -82,14 +83,15 @@ class Membership:
         return list(self.members.values())
 
     def joined(self):
-        """Node ids of members that have not left (up or down): the ring's nodes."""
+        """Node ids of members that neither left nor are leaving (up or
+        down): the nodes the ring should be spread over."""
         return sorted(n for n, m in self.members.items() if m.state == JOINED)
 
     def is_up(self, node_id, now):
         if node_id == self.me:
             return True
         m = self.members.get(node_id)
-        if m is None or m.state != JOINED:
+        if m is None or m.state == LEFT:
             return False
         return self._detector(node_id).available(now)
 
@@ -110,7 +112,7 @@ class Membership:
         return self.members[node_id].addr
 
     def gossip_targets(self, rng, fanout):
-        peers = sorted(n for n, m in self.members.items() if n != self.me and m.state == JOINED)
+        peers = sorted(n for n, m in self.members.items() if n != self.me and m.state != LEFT)
         if len(peers) <= fanout:
             return peers
         return rng.sample(peers, fanout)

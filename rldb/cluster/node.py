@@ -4,25 +4,36 @@ The asyncio shell (rldb.net.server) and the simulator (tests) feed it client
 commands, peer messages and timer ticks with the current time, and carry out
 what it asks for: replies() to clients, messages_to_send() to peers (by
 address), and a call to handle_timer() at next_deadline().  Randomness comes
-from the rng it is given.  A standalone node is a cluster of one.
+from the rng it is given.  A standalone node is a cluster of one.  When
+`stopped` turns true (the node left the cluster) the shell shuts it down.
+
+This module holds the request path (coordinating reads and writes, being a
+replica); the rest of what a node does lives in mixins, one concept each:
+node_ring (membership, the ring and its transitions), node_handoff (hints
+and ownership transfers), node_aae (anti-entropy), node_reaper (tombstone
+collection) and node_admin (what the admin commands show).
 
 Messages are dicts with a type "t" (see _on_* below); values that cross the
 network (clocks) travel in their stored form, CRC included."""
 from collections import OrderedDict
 from dataclasses import dataclass
 
-import msgpack
-
 from rldb.cluster import commands as c
-from rldb.cluster import context, dvv, objects, ring
-from rldb.cluster.coordinator import ReadOp, WriteOp
+from rldb.cluster import context, dvv, objects
+from rldb.cluster.coordinator import ForwardOp, QuorumOp, ReadOp, WriteOp
+from rldb.cluster.hints import HintStore
 from rldb.cluster.membership import Member, Membership
+from rldb.cluster.node_aae import AntiEntropyMixin
+from rldb.cluster.node_admin import AdminMixin
+from rldb.cluster.node_handoff import HandoffMixin
 from rldb.cluster.node_reads import read_reply
+from rldb.cluster.node_reaper import ReaperMixin
+from rldb.cluster.node_ring import RingMixin
 from rldb.cluster.store import partition_of
 from rldb.errors import CorruptionError, InvalidArgumentError, RldbError
 
-
 SEEN_FORWARDS = 100_000  # forwarded writes remembered, to drop duplicated deliveries
+MAX_HOPS = 2             # a write is forwarded at most this often (rings may disagree)
 
 
 @dataclass
@@ -37,35 +48,46 @@ class CoreConfig:
     fanout: int = 2
     request_timeout: float = 5.0
     phi_threshold: float = 8.0
+    sloppy_timeout: float = 0.5    # a silent primary gets a stand-in after this
+    handoff_rate: float = 20_000   # keys/s to one peer, hints and partition transfers alike
+    handoff_batch: int = 256       # keys per handoff message
+    aae_interval: float = 0.5      # s between scheduled anti-entropy exchanges (0: off)
+    aae_rate: float = 10_000       # keys/s anti-entropy may repair
+    tombstone_grace: float = 60.0  # s a tombstone is kept at least before collection
 
 
-class NodeCore:
+class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixin):
     def __init__(self, cfg, store, rng, generation=1, now=0.0):
         self.cfg = cfg
         self.node_id = cfg.node_id
         self.store = store
+        self.hints = HintStore(store)
         self.rng = rng
+        self.actor = self._actor(new=False)
         self.membership = Membership(Member(cfg.node_id, cfg.addr, generation, 0),
                                      cfg.phi_threshold, cfg.gossip_interval)
-        self.ring_version = 1
-        self.owners = ring.initial(cfg.partitions, [cfg.node_id], cfg.n)
-        self._restore(now)
         self._replies = []
         self._outbox = []
         self._ops = {}
         self._next_op = 0
         self._next_gossip = now
+        self._wake_at = now
         self._seen_forwards = OrderedDict()  # (addr, generation, op id) of forwards taken
-        self._joining = None  # the address we are joining through, until it answers
+        self.stopped = False
         self.counters = {"forwarded": 0, "read_repairs": 0, "bad_messages": 0,
-                         "quorum_failures": 0}
+                         "quorum_failures": 0, "hinted_writes": 0, "relayed_writes": 0}
+        self._init_ring(now)
+        self._init_handoff(now)
+        self._init_aae(now)
+        self._init_reaper(now)
+        self._restore(now)
 
     # ---- what the shells drive --------------------------------------------------------------
 
-    def handle_client(self, token, cmd, now, forwarded=False):
-        """Takes a client command (forwarded: a peer sent it on to this node)."""
+    def handle_client(self, token, cmd, now, hops=0):
+        """Takes a client command (hops: how often peers forwarded it already)."""
         try:
-            reply = self._client(token, cmd, now, forwarded)
+            reply = self._client(token, cmd, now, hops)
         except InvalidArgumentError as exc:
             reply = c.invalid(str(exc))
         except CorruptionError as exc:
@@ -91,17 +113,26 @@ class NodeCore:
             return
         try:
             handler(msg, now)
-        except (KeyError, TypeError, ValueError, CorruptionError, InvalidArgumentError):
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, CorruptionError,
+                InvalidArgumentError):
             self.counters["bad_messages"] += 1
 
     def handle_timer(self, now):
         if now >= self._next_gossip:
-            if self._joining is not None:
-                self._send_join(self._joining)  # the last one may have been lost
             self._gossip(now)
             self._next_gossip = now + self.cfg.gossip_interval
         for op in list(self._ops.values()):
             self._progress(op, now)
+        if now >= self._wake_at:
+            self._wake_at = now + self.cfg.gossip_interval
+            self._run_handoffs(now)
+            self._run_aae(now)
+            self._run_reaper(now)
+            self._run_leave(now)
+
+    def _wake(self, at):
+        """Background work (handoff, anti-entropy) wants a timer call at `at`."""
+        self._wake_at = min(self._wake_at, at)
 
     def replies(self):
         out, self._replies = self._replies, []
@@ -112,48 +143,26 @@ class NodeCore:
         return out
 
     def next_deadline(self):
-        if not self._ops:
-            return self._next_gossip
-        deadlines = [self._next_gossip] + [op.deadline for op in self._ops.values()]
-        return min(deadlines)
+        deadline = min(self._next_gossip, self._wake_at)
+        for op in self._ops.values():
+            at = op.deadline
+            if isinstance(op, QuorumOp) and op.sloppy_at > op.checked_at:
+                at = min(at, op.sloppy_at)
+            deadline = min(deadline, at)
+        return deadline
 
-    # ---- what survives a restart ---------------------------------------------------------------
-
-    def _restore(self, now):
-        """The ring and members this node last knew, so that a restarted node
-        rejoins as it was instead of starting alone."""
-        raw = self.store.get_meta(b"cluster")
+    def _actor(self, new):
+        """The id this node's dots carry.  A counter is only fresh if the
+        node still has every dot it issued, so a node that lost data (a
+        wiped store, a partition handed away and deleted) takes a new id
+        rather than number new versions like ones it forgot."""
+        raw = None if new else self.store.get_meta(b"actor")
         if raw is None:
-            return
-        try:
-            state = msgpack.unpackb(raw, raw=False)
-            version, owners = state["ring"]
-            members = [Member.from_list(m) for m in state["members"]]
-        except Exception:
-            return  # a damaged record: start alone, gossip brings the rest
-        if len(owners) == self.cfg.partitions:
-            self.ring_version, self.owners = version, owners
-        self.membership.merge([m for m in members if m.node_id != self.node_id], now)
+            raw = f"{self.node_id}.{self.rng.getrandbits(32):08x}".encode()
+            self.store.put_meta(b"actor", raw)
+        return raw.decode()
 
-    def _persist(self):
-        self.store.put_meta(b"cluster", msgpack.packb(
-            {"ring": [self.ring_version, self.owners],
-             "members": [m.to_list() for m in self.membership.entries()]}, use_bin_type=True))
-
-    # ---- views ------------------------------------------------------------------------------
-
-    @property
-    def tick(self):
-        return self.membership.self_member.heartbeat
-
-    def preference_list(self, key, n=None):
-        return ring.preference_list(self.owners, partition_of(key, self.cfg.partitions),
-                                    n or self.cfg.n)
-
-    def cluster_state(self, now):
-        m = self.membership
-        return [{"addr": member.addr, "status": m.status(node_id, now), "tick": member.heartbeat}
-                for node_id, member in sorted(m.members.items())]
+    # ---- sending ------------------------------------------------------------------------------
 
     def _send(self, node_id, msg):
         msg["from"] = self.node_id
@@ -171,11 +180,11 @@ class NodeCore:
 
     # ---- client commands --------------------------------------------------------------------
 
-    def _client(self, token, cmd, now, forwarded):
+    def _client(self, token, cmd, now, hops):
         if isinstance(cmd, c.Get):
             return self._start_read(token, cmd, now)
         if isinstance(cmd, (c.Put, c.Delete)):
-            return self._start_write(token, cmd, now, forwarded)
+            return self._start_write(token, cmd, now, hops)
         if isinstance(cmd, c.Ping):
             return c.Ok("PONG")
         if isinstance(cmd, c.ClusterState):
@@ -184,6 +193,8 @@ class NodeCore:
             return self._join(cmd.addr, now)
         if isinstance(cmd, c.Stats):
             return c.Ok({"node_id": self.node_id, **self.counters})
+        if isinstance(cmd, c.Admin):
+            return self._admin(token, cmd, now)
         return c.invalid(f"unknown command {cmd!r}")
 
     def _quorum(self, value, default, name):
@@ -192,34 +203,40 @@ class NodeCore:
             raise InvalidArgumentError(f"{name}={value} is more than n={self.cfg.n}")
         return value
 
-    def _start_write(self, token, cmd, now, forwarded):
-        pref = self.preference_list(cmd.key)
-        if self.node_id not in pref:
-            if not forwarded:
-                return self._forward(token, cmd, pref, now)
-            # The rings disagree for the moment: coordinate here rather than
-            # forward again (the version is kept here too until the rings agree).
-            pref = pref + [self.node_id]
-        return self._coordinate_write(token, cmd, pref, now)
+    def _start_write(self, token, cmd, now, hops):
+        q = partition_of(cmd.key, self.cfg.partitions)
+        old, new = self._prefs(q)
+        members = old + [n for n in new if n not in old] if new else old
+        if self.node_id not in members:
+            if hops >= MAX_HOPS:
+                return c.Err("QuorumNotReached", {
+                    "operation": "Forward", "errors": [],
+                    "reason": "the nodes do not agree yet on who holds this key; retry"})
+            return self._forward(token, cmd, members, now, hops)
+        return self._coordinate_write(token, cmd, q, old, new, now)
 
-    def _coordinate_write(self, token, cmd, pref, now):
+    def _coordinate_write(self, token, cmd, q, old, new, now):
         w = self._quorum(cmd.w, self.cfg.w, "w")
-        current = self.store.get(cmd.key)
+        pw = self._quorum(cmd.pw, 0, "pw")
+        raw = self.store.get_raw(cmd.key)
+        current = dvv.EMPTY if raw is None else objects.decode(raw, cmd.key)
         value = cmd.value if isinstance(cmd, c.Put) else None
         if value is None and cmd.context is None:
             vector = dvv.join(current)  # a delete without context: what this replica saw
         else:
             vector = context.decode(cmd.context)
-        clock = dvv.update(dvv.new((value, int(now * 1000)), vector), current, self.node_id)
+        clock = dvv.update(dvv.new((value, int(now * 1000)), vector), current, self.actor)
         data = objects.encode(clock)
-        self.store.put_encoded(cmd.key, data)
-        if len(pref) == 1 and w == 1:
+        self.store.write(cmd.key, data, raw, clock)
+        self._note_local_write(q, cmd.key, clock)
+        groups = [old] if new is None or new == old else [old, new]
+        if len(groups) == 1 and old == [self.node_id] and w <= 1:
             return c.Ok()  # this node is the only replica and one ack is enough
-        op = WriteOp(self._new_op_id(), token, cmd.key, clock, pref, w,
-                     now + self.cfg.request_timeout,
-                     "Put" if isinstance(cmd, c.Put) else "Delete")
-        op.ack(self.node_id)
-        for node in pref:
+        op = WriteOp(self._new_op_id(), token, cmd.key, groups, w, pw,
+                     now + self.cfg.request_timeout, now + self.cfg.sloppy_timeout,
+                     "Put" if isinstance(cmd, c.Put) else "Delete", data=data)
+        op.record_answer(self.node_id)
+        for node in op.primaries:  # a node thought down may be up: it costs one message
             if node != self.node_id:
                 self._send(node, {"t": "rput", "id": op.op_id, "key": cmd.key, "obj": data})
         self._ops[op.op_id] = op
@@ -228,11 +245,13 @@ class NodeCore:
 
     def _start_read(self, token, cmd, now):
         r = self._quorum(cmd.r, self.cfg.r, "r")
-        pref = self.preference_list(cmd.key)
-        if pref == [self.node_id] and r == 1:
+        pr = self._quorum(cmd.pr, 0, "pr")
+        old, _ = self._prefs(partition_of(cmd.key, self.cfg.partitions))
+        if old == [self.node_id] and r <= 1:
             return read_reply(cmd.key, self.store.get(cmd.key))  # the only replica
-        op = ReadOp(self._new_op_id(), token, cmd.key, pref, r, now + self.cfg.request_timeout)
-        for node in pref:
+        op = ReadOp(self._new_op_id(), token, cmd.key, [old], r, pr,
+                    now + self.cfg.request_timeout, now + self.cfg.sloppy_timeout)
+        for node in old:
             if node == self.node_id:
                 op.reply(node, self.store.get(cmd.key))
             else:
@@ -241,13 +260,13 @@ class NodeCore:
         self._progress(op, now)
         return None
 
-    def _forward(self, token, cmd, pref, now):
+    def _forward(self, token, cmd, members, now, hops):
         """A write coordinated by a replica: sent to the first one believed up."""
-        target = next((n for n in pref if self.membership.is_up(n, now)), pref[0])
-        op = WriteOp(self._new_op_id(), token, cmd.key, None, [target], 1,
-                     now + self.cfg.request_timeout, "Forward")
+        target = next((n for n in members if self.membership.is_up(n, now)), members[0])
+        op = ForwardOp(self._new_op_id(), token, target, now + self.cfg.request_timeout)
         self._ops[op.op_id] = op
-        fields = {"key": cmd.key, "context": cmd.context, "w": cmd.w}
+        fields = {"key": cmd.key, "context": cmd.context, "w": cmd.w, "pw": cmd.pw,
+                  "hops": hops + 1}
         if isinstance(cmd, c.Put):
             fields["value"] = cmd.value
         self._send(target, {"t": "fwd", "id": op.op_id,
@@ -256,7 +275,20 @@ class NodeCore:
         self.counters["forwarded"] += 1
         return None
 
+    # ---- progress of requests ---------------------------------------------------------------
+
     def _progress(self, op, now):
+        if isinstance(op, ForwardOp):
+            outcome = op.outcome(now)
+            if outcome is not None:
+                op.answered = True
+                if isinstance(outcome, c.Err) and outcome.kind == "QuorumNotReached":
+                    self.counters["quorum_failures"] += 1
+                self._finish(op.token, outcome)
+                del self._ops[op.op_id]
+            return
+        self._stand_ins(op, now)
+        op.checked_at = now
         outcome = op.outcome(now)
         if outcome is not None:
             op.answered = True
@@ -264,8 +296,6 @@ class NodeCore:
                 self.counters["quorum_failures"] += 1
             elif isinstance(op, ReadOp):
                 outcome = read_reply(op.key, op.merged())
-            elif op.operation == "Forward":
-                outcome = op.forwarded_reply
             self._finish(op.token, outcome)
         if isinstance(op, ReadOp):
             if op.answered and op.finished(now):
@@ -273,6 +303,43 @@ class NodeCore:
                 del self._ops[op.op_id]
         elif op.answered and (op.finished() or now >= op.deadline):
             del self._ops[op.op_id]
+
+    def _stand_ins(self, op, now):
+        """Asks a fallback for every primary that cannot answer (sloppy quorum)."""
+        if now >= op.deadline:
+            return
+        down = {p for p in op.primaries if not self.membership.is_up(p, now)}
+        for primary in op.needing_stand_in(now, down):
+            fallback = self._fallback(op, now)
+            if fallback is None:
+                if primary in op.errors:
+                    op.failed.add(primary)
+                continue
+            op.stand_in[primary] = fallback
+            op.standing_for[fallback] = primary
+            if isinstance(op, WriteOp):
+                self._send(fallback, {"t": "rput", "id": op.op_id, "key": op.key,
+                                      "obj": op.data, "hint": primary})
+            elif fallback == self.node_id:
+                op.reply(fallback, self.hints.get(primary, op.key))
+            else:
+                self._send(fallback, {"t": "rget", "id": op.op_id, "key": op.key,
+                                      "hint": primary})
+
+    def _fallback(self, op, now):
+        """The next node up on the ring after the key's primaries that this
+        op has not asked yet (Dynamo's sloppy quorum)."""
+        q = partition_of(op.key, self.cfg.partitions)
+        primaries = set(op.primaries)
+        asked = set(op.standing_for) | set(op.errors)
+        order = self._ring_walk(q) + self.membership.joined()
+        for node in order:
+            if node in primaries or node in asked or not self.membership.is_up(node, now):
+                continue
+            if node == self.node_id and isinstance(op, WriteOp):
+                continue
+            return node
+        return None
 
     def _read_repair(self, op):
         stale, merged = op.stale()
@@ -282,17 +349,38 @@ class NodeCore:
         for node in stale:
             self.counters["read_repairs"] += 1
             if node == self.node_id:
-                self.store.put(op.key, dvv.sync(self.store.get(op.key), merged))
+                self._apply(op.key, merged)
             else:
                 self._send(node, {"t": "rput", "id": 0, "key": op.key, "obj": data})
 
-    # ---- replica messages -------------------------------------------------------------------
+    # ---- being a replica ----------------------------------------------------------------------
+
+    def _apply(self, key, clock):
+        """A version for key from elsewhere (a replica write, a hint, a
+        transfer, a repair): merged into the store where this node is one of
+        the key's replicas; otherwise kept as hints for those that are.
+        True when the stored object changed."""
+        q = partition_of(key, self.cfg.partitions)
+        if self._is_member(q):
+            if self.store.merge(key, clock):
+                self._note_local_write(q, key, clock)
+                return True
+            return False
+        self.counters["relayed_writes"] += 1
+        for node in self._prefs(q)[0]:
+            self.hints.add(node, key, clock)
+        return False
 
     def _on_rput(self, msg, now):
         key = _bytes(msg["key"])
         incoming = objects.decode(msg["obj"], key)
+        hint = msg.get("hint")
         try:
-            self.store.put(key, dvv.sync(self.store.get(key), incoming))
+            if hint is not None and hint != self.node_id:
+                self.hints.add(str(hint), key, incoming)
+                self.counters["hinted_writes"] += 1
+            else:
+                self._apply(key, incoming)
             reply = {"t": "rput_ok", "id": msg["id"]}
         except RldbError as exc:
             reply = {"t": "rput_err", "id": msg["id"], "reason": str(exc)}
@@ -302,19 +390,21 @@ class NodeCore:
     def _on_rput_ok(self, msg, now):
         op = self._ops.get(msg["id"])
         if isinstance(op, WriteOp):
-            op.ack(msg["from"])
+            op.record_answer(msg["from"])
             self._progress(op, now)
 
     def _on_rput_err(self, msg, now):
         op = self._ops.get(msg["id"])
         if isinstance(op, WriteOp):
-            op.fail(msg["from"], msg.get("reason", "error"))
+            op.record_failure(msg["from"], msg.get("reason", "error"))
             self._progress(op, now)
 
     def _on_rget(self, msg, now):
         key = _bytes(msg["key"])
+        hint = msg.get("hint")
         try:
-            reply = {"t": "rget_ok", "id": msg["id"], "obj": objects.encode(self.store.get(key))}
+            clock = self.hints.get(str(hint), key) if hint is not None else self.store.get(key)
+            reply = {"t": "rget_ok", "id": msg["id"], "obj": objects.encode(clock)}
         except RldbError as exc:
             reply = {"t": "rget_err", "id": msg["id"], "reason": str(exc)}
         self._send_addr(msg["addr"], reply)
@@ -328,7 +418,7 @@ class NodeCore:
     def _on_rget_err(self, msg, now):
         op = self._ops.get(msg["id"])
         if isinstance(op, ReadOp):
-            op.fail(msg["from"], msg.get("reason", "error"))
+            op.record_failure(msg["from"], msg.get("reason", "error"))
             self._progress(op, now)
 
     def _on_fwd(self, msg, now):
@@ -341,86 +431,18 @@ class NodeCore:
         while len(self._seen_forwards) > SEEN_FORWARDS:
             self._seen_forwards.popitem(last=False)
         key = _bytes(msg["key"])
+        quorum = {"w": msg.get("w"), "pw": msg.get("pw")}
         if msg["kind"] == "put":
-            cmd = c.Put(key, _bytes(msg["value"]), msg.get("context"), msg.get("w"))
+            cmd = c.Put(key, _bytes(msg["value"]), msg.get("context"), **quorum)
         else:
-            cmd = c.Delete(key, msg.get("context"), msg.get("w"))
-        self.handle_client(("fwd", msg["addr"], msg["id"]), cmd, now, forwarded=True)
+            cmd = c.Delete(key, msg.get("context"), **quorum)
+        self.handle_client(("fwd", msg["addr"], msg["id"]), cmd, now, int(msg.get("hops", 1)))
 
     def _on_fwd_reply(self, msg, now):
         op = self._ops.get(msg["id"])
-        if isinstance(op, WriteOp) and op.operation == "Forward":
-            op.forwarded_reply = _reply_from_wire(msg["reply"])
-            op.ack(msg["from"])
+        if isinstance(op, ForwardOp):
+            op.reply = _reply_from_wire(msg["reply"])
             self._progress(op, now)
-
-    # ---- membership ---------------------------------------------------------------------------
-
-    def _gossip(self, now):
-        self.membership.beat()
-        self._maybe_claim(now)
-        for node in self.membership.gossip_targets(self.rng, self.cfg.fanout):
-            self._send(node, self._gossip_msg("gossip"))
-
-    def _gossip_msg(self, kind):
-        return {"t": kind, "members": [m.to_list() for m in self.membership.entries()],
-                "ring": [self.ring_version, self.owners]}
-
-    def _on_gossip(self, msg, now):
-        self._take_gossip(msg, now)
-        self._send_addr(msg["addr"], self._gossip_msg("gossip_reply"))
-
-    def _on_gossip_reply(self, msg, now):
-        self._take_gossip(msg, now)
-        if self._joining is not None and self.ring_version > 0:
-            self._joining = None
-
-    def _take_gossip(self, msg, now):
-        changed = self.membership.merge([Member.from_list(m) for m in msg["members"]], now)
-        version, owners = msg["ring"]
-        if not (isinstance(version, int) and isinstance(owners, list)
-                and len(owners) == self.cfg.partitions and all(isinstance(o, str) for o in owners)):
-            raise ValueError("malformed ring")
-        if version > self.ring_version or (
-                version == self.ring_version and owners != self.owners
-                and repr(owners) > repr(self.owners)):
-            self.ring_version, self.owners = version, owners
-            changed = True
-        if changed:
-            self._persist()
-
-    def _join(self, addr, now):
-        """Joins the cluster the node at addr belongs to: our ring gives way
-        to theirs, and their claimant gives us partitions."""
-        if addr == self.cfg.addr:
-            return c.invalid("a node cannot join itself")
-        self.ring_version = 0
-        self._joining = addr
-        self._send_join(addr)
-        return c.Ok()
-
-    def _send_join(self, addr):
-        self._send_addr(addr, {"t": "join", "member": self.membership.self_member.to_list()})
-
-    def _on_join(self, msg, now):
-        if self.membership.merge([Member.from_list(msg["member"])], now):
-            self._persist()
-        self._maybe_claim(now)
-        self._send_addr(msg["addr"], self._gossip_msg("gossip_reply"))
-
-    def _maybe_claim(self, now):
-        """The claimant (lowest id among members up) rebalances the ring when
-        the joined members changed.  The claim is deterministic and leaves a
-        balanced ring as it is, so two claimants agree."""
-        joined = self.membership.joined()
-        up = [n for n in joined if self.membership.is_up(n, now)]
-        if not up or up[0] != self.node_id or self.ring_version == 0:
-            return
-        owners = ring.claim(self.owners, joined, self.cfg.n)
-        if owners != self.owners:
-            self.owners = owners
-            self.ring_version += 1
-            self._persist()
 
 
 def _bytes(value):

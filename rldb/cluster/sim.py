@@ -50,14 +50,16 @@ class Cluster:
     """Nodes named n1..nk (their address is their name) on a Network."""
 
     def __init__(self, seed, size=3, n=3, r=2, w=2, partitions=16, request_timeout=1.0,
-                 gossip_interval=0.2, **net):
+                 gossip_interval=0.2, core=None, **net):
         self.seed = seed
         self.rng = random.Random(seed)
         self.now = 0.0
         self.net = Network(random.Random(self.rng.random()), **net)
         self.size = size
         self.params = dict(n=n, r=r, w=w, partitions=partitions,
-                           request_timeout=request_timeout, gossip_interval=gossip_interval)
+                           request_timeout=request_timeout, gossip_interval=gossip_interval,
+                           sloppy_timeout=0.2, aae_interval=0.2, tombstone_grace=5.0,
+                           **(core or {}))
         self.stores = {}
         self.nodes = {}
         self.generations = {}
@@ -80,6 +82,17 @@ class Cluster:
     def crash(self, name):
         self.nodes.pop(name, None)
         self.record("crash", name)
+
+    def add_node(self, name, through=None):
+        """Starts a new node and has it join the cluster through `through`."""
+        from rldb.cluster.commands import JoinCluster
+        self.start(name, wipe=True)
+        through = through or next(n for n in self.up() if n != name)
+        self.client(name, ("join", name, self.now), JoinCluster(through))
+
+    def leave(self, name):
+        from rldb.cluster.commands import Admin
+        self.client(name, ("leave", name, self.now), Admin("leave"))
 
     def up(self):
         return sorted(self.nodes)
@@ -106,6 +119,9 @@ class Cluster:
             self.net.send(self.now, name, dst, msg)
         for token, reply in node.replies():
             self.replies[token] = reply
+        if node.stopped:  # it left the cluster
+            del self.nodes[name]
+            self.record("stopped", name)
 
     def run_for(self, seconds):
         end = self.now + seconds
@@ -149,8 +165,37 @@ class Cluster:
         return self.converged()
 
     def converged(self):
-        rings = {tuple(node.owners) for node in self.nodes.values()}
-        return len(rings) == 1 and set(next(iter(rings))) >= set(self.up()[:self.params["partitions"]])
+        """Every node has the same ring, not in transition, over every node."""
+        rings = {(tuple(node.owners), node.next_owners is None) for node in self.nodes.values()}
+        if len(rings) != 1:
+            return False
+        owners, settled = next(iter(rings))
+        return settled and set(owners) >= set(self.up()[:self.params["partitions"]])
+
+    def quiet(self):
+        """Converged, with no hints held and no request in flight anywhere."""
+        return self.converged() and all(
+            not node.hints.pending() and not node._ops and not _holds_foreign(node)
+            and all(node.membership.is_up(other, self.now) for other in self.nodes)
+            for node in self.nodes.values())
+
+    def settle(self, limit=60.0):
+        """Runs until quiet (or limit seconds); returns whether it got there."""
+        end = self.now + limit
+        while self.now < end and not self.quiet():
+            self.run_for(0.2)
+        return self.quiet()
+
+    def trees_agree(self):
+        """The partitions whose replicas' trees differ (empty when all agree)."""
+        bad = []
+        some = self.nodes[self.up()[0]]
+        for q in range(self.params["partitions"]):
+            pref = [n for n in some._prefs(q)[0] if n in self.nodes]
+            leaves = {tuple(self.stores[n].tree(q).leaves) for n in pref}
+            if len(leaves) > 1:
+                bad.append(q)
+        return bad
 
     # ---- faults ---------------------------------------------------------------------------
 
@@ -166,3 +211,8 @@ class Cluster:
     def heal(self):
         self.net.cut.clear()
         self.record("heal")
+
+
+def _holds_foreign(node):
+    """True when the node still keeps a partition it does not replicate."""
+    return any(not node._is_member(q) for q in node.store.held_partitions())

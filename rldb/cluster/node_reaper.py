@@ -1,0 +1,110 @@
+"""Tombstone collection (a mixin of NodeCore).
+
+A delete leaves a tombstone so that replicas that missed it learn of it
+instead of bringing the value back.  The first primary of a partition
+collects a tombstone once all of this holds:
+- it is older than tombstone_grace (by its newest version's timestamp);
+- the ring is not in transition, and every member is up (a node that is
+  down may hold a hint for the key);
+- every member answers a check: it has no hint for the key, and, where it
+  is one of the key's primaries, it holds exactly this tombstone (same
+  object hash), so none of them missed the delete (Cassandra's zombie);
+- then each primary deletes the key only if its object still has that hash
+  (a write that came in meanwhile wins).
+A hint still held by a fallback blocks the collection, so an old tombstone
+handed off later cannot meet a newer value without the tombstone's history
+(Riak's doomstone); and new dots are numbered above any a node issued
+before (dvv.update's floor), so a value written after a collection is
+never taken for one the old tombstone covers."""
+from rldb.cluster import dvv, objects
+from rldb.cluster.membership import LEFT
+from rldb.cluster.store import object_hash, partition_of
+
+REAP_SCAN = 200       # tombstones looked at per run
+MAX_CHECKS = 64       # collection checks in flight
+
+
+class ReaperMixin:
+    def _init_reaper(self, now):
+        self._reaps = {}        # op id -> check in flight
+        self._reap_keys = set()  # keys with a check in flight
+        self._reap_todo = []    # tombstones still to look at in this pass
+        self.counters.update({"tombstones_reaped": 0})
+
+    def _run_reaper(self, now):
+        for op_id, check in list(self._reaps.items()):
+            if now - check["at"] > self.cfg.request_timeout:
+                self._drop_check(op_id)
+        if self.next_owners is not None or len(self._reaps) >= MAX_CHECKS:
+            return
+        members = [n for n, m in self.membership.members.items() if m.state != LEFT]
+        if not all(self.membership.is_up(n, now) for n in members):
+            return
+        if not self._reap_todo:
+            self._reap_todo = [key for q, keys in self.store.tombstones.items()
+                               if keys and self._prefs(q)[0][0] == self.node_id for key in keys]
+            if not self._reap_todo:
+                return
+        grace_ms = self.cfg.tombstone_grace * 1000
+        others = [n for n in members if n != self.node_id]
+        for _ in range(min(REAP_SCAN, len(self._reap_todo))):
+            key = self._reap_todo.pop()
+            raw = self.store.get_raw(key)
+            if raw is None or key in self._reap_keys or self.hints.has_key(key):
+                continue
+            clock = objects.decode(raw, key)
+            stamps = [ts for v, ts in dvv.values(clock) if v is None]
+            if not objects.is_deleted(clock) or not stamps or now * 1000 - max(stamps) < grace_ms:
+                continue
+            check = {"key": key, "hash": object_hash(raw), "waiting": set(others), "at": now}
+            if not others:
+                self._collect(check)
+                continue
+            op_id = self._new_op_id()
+            self._reaps[op_id] = check
+            self._reap_keys.add(key)
+            for node in others:
+                self._send(node, {"t": "reap_q", "id": op_id, "key": key, "hash": check["hash"],
+                                  "v": self.ring_version})
+            if len(self._reaps) >= MAX_CHECKS:
+                return
+        if self._reap_todo:
+            self._wake(now)  # more to look at; a new pass waits for the next round
+
+    def _drop_check(self, op_id):
+        check = self._reaps.pop(op_id)
+        self._reap_keys.discard(check["key"])
+
+    def _collect(self, check):
+        key, expected = check["key"], check["hash"]
+        for node in self._prefs(partition_of(key, self.cfg.partitions))[0]:
+            if node == self.node_id:
+                if self.store.remove(key, expected):
+                    self.counters["tombstones_reaped"] += 1
+            else:
+                self._send(node, {"t": "reap", "key": key, "hash": expected})
+
+    def _on_reap_q(self, msg, now):
+        key, expected = msg["key"], msg["hash"]
+        ok = msg["v"] == self.ring_version and self.next_owners is None \
+            and not self.hints.has_key(key)
+        if ok and self.node_id in self._prefs(partition_of(key, self.cfg.partitions))[0]:
+            raw = self.store.get_raw(key)
+            ok = raw is not None and object_hash(raw) == expected
+        self._send_addr(msg["addr"], {"t": "reap_a", "id": msg["id"], "ok": ok})
+
+    def _on_reap_a(self, msg, now):
+        check = self._reaps.get(msg["id"])
+        if check is None or msg["from"] not in check["waiting"]:
+            return
+        if not msg["ok"]:
+            self._drop_check(msg["id"])
+            return
+        check["waiting"].discard(msg["from"])
+        if not check["waiting"]:
+            self._drop_check(msg["id"])
+            self._collect(check)
+
+    def _on_reap(self, msg, now):
+        if self.store.remove(msg["key"], msg["hash"]):
+            self.counters["tombstones_reaped"] += 1
