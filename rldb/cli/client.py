@@ -137,5 +137,76 @@ def stats(ctx, port, pretty_here):
     _emit(ctx, _call(ctx, "stats"))
 
 
+# ---- operator commands -------------------------------------------------------------------
+
+STATUS_COLUMNS = ("node", "status", "phi", "partitions", "handoffs", "hints", "bytes")
+
+
+def status_table(view):
+    """The status rows as an aligned text table."""
+    rows = [[str(row.get(col, "")) if row.get(col) is not None else "-" for col in STATUS_COLUMNS]
+            for row in view["nodes"]]
+    widths = [max(len(col), *(len(r[i]) for r in rows)) for i, col in enumerate(STATUS_COLUMNS)]
+    lines = ["  ".join(col.ljust(w) for col, w in zip(STATUS_COLUMNS, widths))]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
+    state = "in transition" if view["in_transition"] else "settled"
+    lines.append(f"ring version {view['ring_version']}, {state} (as {view['node']} sees it)")
+    return "\n".join(lines)
+
+
+@main.command()
+@port_option
+@click.option("--json", "as_json", is_flag=True, help="JSON instead of a table")
+@click.pass_context
+def status(ctx, port, as_json, pretty_here):
+    """The cluster as this node sees it: one row per node."""
+    _use(ctx, port, pretty_here)
+    view = _call(ctx, "admin", "status")
+    if as_json:
+        _emit(ctx, view)
+    else:
+        click.echo(status_table(view))
+
+
+@main.command("ring")
+@port_option
+@click.pass_context
+def ring_cmd(ctx, port, pretty_here):
+    """Partition -> preference list (and the next one during a transition)."""
+    _use(ctx, port, pretty_here)
+    _emit(ctx, _call(ctx, "admin", "ring"))
+
+
+@main.command()
+@port_option
+@click.option("--partition", type=int, default=None, help="only this partition")
+@click.option("--rebuild", is_flag=True, help="rebuild the hash trees from a scan first")
+@click.pass_context
+def repair(ctx, port, partition, rebuild, pretty_here):
+    """Run an anti-entropy exchange now; prints the keys repaired."""
+    _use(ctx, port, pretty_here)
+    if ctx.obj["timeout"] == 5.0:
+        ctx.obj["timeout"] = 600.0  # a whole node's partitions take a while
+    _emit(ctx, _call(ctx, "admin", "repair", partition, rebuild))
+
+
+@main.command()
+@port_option
+@click.pass_context
+def leave(ctx, port, pretty_here):
+    """Hand all of the node's partitions to the others, then stop it."""
+    _use(ctx, port, pretty_here)
+    _emit(ctx, {"message": _call(ctx, "admin", "leave")})
+
+
+@main.command()
+@port_option
+@click.pass_context
+def transfers(ctx, port, pretty_here):
+    """The node's partition transfers in flight and the hints it holds."""
+    _use(ctx, port, pretty_here)
+    _emit(ctx, _call(ctx, "admin", "transfers"))
+
+
 if __name__ == "__main__":
     main()

@@ -37,7 +37,10 @@ def make_core(cfg, engine, now):
     core_cfg = CoreConfig(
         node_id=cfg.node_id, addr=cfg.addr, n=cfg.quorum.n, r=cfg.quorum.r, w=cfg.quorum.w,
         partitions=cfg.partitions, gossip_interval=cfg.heartbeat.interval / 1000,
-        fanout=cfg.heartbeat.fanout, request_timeout=cfg.request_timeout_ms / 1000)
+        fanout=cfg.heartbeat.fanout, request_timeout=cfg.request_timeout_ms / 1000,
+        sloppy_timeout=cfg.sloppy_timeout_ms / 1000, handoff_rate=cfg.handoff_keys_per_s,
+        handoff_batch=cfg.handoff_batch, aae_interval=cfg.aae_interval_ms / 1000,
+        aae_rate=cfg.aae_keys_per_s, tombstone_grace=cfg.tombstone_grace_ms / 1000)
     return NodeCore(core_cfg, store, random.Random(os.urandom(16)), next_generation(store), now)
 
 
@@ -54,7 +57,11 @@ async def serve(cfg):
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    left = asyncio.ensure_future(server.stop_requested.wait())
+    signalled = asyncio.ensure_future(stop.wait())
+    await asyncio.wait([left, signalled], return_when=asyncio.FIRST_COMPLETED)
+    left.cancel()
+    signalled.cancel()
     logging.getLogger("rldb.server").info("shutting down")
     await server.shutdown()
 

@@ -53,7 +53,7 @@ class CoreConfig:
     handoff_batch: int = 256       # keys per handoff message
     aae_interval: float = 0.5      # s between scheduled anti-entropy exchanges (0: off)
     aae_rate: float = 10_000       # keys/s anti-entropy may repair
-    tombstone_grace: float = 60.0  # s a tombstone is kept at least before collection
+    tombstone_grace: float = 3600.0  # s a tombstone is kept at least before collection
 
 
 class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixin):

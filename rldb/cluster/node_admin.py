@@ -32,7 +32,7 @@ class AdminMixin:
             else:
                 status = "leaving" if member.state == LEAVING else "up"
             rows.append({"node": node_id, "addr": member.addr, "status": status,
-                         "phi": round(min(self.membership.phi(node_id, now), 999.0), 2),
+                         "phi": round(min(max(self.membership.phi(node_id, now), 0.0), 999.0), 2) + 0.0,
                          "partitions": self.owners.count(node_id),
                          "handoffs": info.get("handoffs"), "hints": info.get("hints"),
                          "bytes": info.get("bytes")})

@@ -19,7 +19,7 @@ from rldb.cluster import commands as c
 from rldb.cluster import ring
 from rldb.cluster.membership import JOINED, LEAVING, LEFT, Member
 
-INFO_EVERY = 5.0  # s between refreshes of this node's engine size for `status`
+INFO_EVERY = 5.0  # s between refreshes of this node's engine size (stats may scan)
 
 
 class RingMixin:
@@ -149,7 +149,8 @@ class RingMixin:
         if now - self._info_at >= INFO_EVERY:
             self._info_at = now
             try:
-                self._engine_bytes = int(self.store.engine.stats().get("bytes", 0))
+                stats = self.store.engine.stats()
+                self._engine_bytes = int(stats.get("bytes", 0)) + int(stats.get("memtable_bytes", 0))
             except Exception:
                 self._engine_bytes = -1
         self._info[self.node_id] = (self.tick, {

@@ -58,8 +58,8 @@ class Cluster:
         self.size = size
         self.params = dict(n=n, r=r, w=w, partitions=partitions,
                            request_timeout=request_timeout, gossip_interval=gossip_interval,
-                           sloppy_timeout=0.2, aae_interval=0.2, tombstone_grace=5.0,
-                           **(core or {}))
+                           sloppy_timeout=0.2, aae_interval=0.2, tombstone_grace=5.0)
+        self.params.update(core or {})
         self.stores = {}
         self.nodes = {}
         self.generations = {}

@@ -99,10 +99,12 @@ class AsyncClient:
     async def ping(self):
         return (await self._json(p.PING, None))["message"]
 
-    async def get(self, key, r=None):
+    async def get(self, key, r=None, pr=None):
         fields = {"key": _bytes(key)}
         if r is not None:
             fields["r"] = r
+        if pr is not None:
+            fields["pr"] = pr
         try:
             value = await self._binary(p.BGET, fields)
         except RequestError as exc:
@@ -111,24 +113,37 @@ class AsyncClient:
             raise
         return GetResult(value["values"], value["context"], value.get("timestamps", []))
 
-    async def put(self, key, value, context=None, w=None):
+    async def put(self, key, value, context=None, w=None, pw=None):
         fields = {"key": _bytes(key), "value": _bytes(value)}
         if context is not None:
             fields["context"] = context
         if w is not None:
             fields["w"] = w
+        if pw is not None:
+            fields["pw"] = pw
         await self._binary(p.BPUT, fields)
 
-    async def delete(self, key, context=None, w=None):
+    async def delete(self, key, context=None, w=None, pw=None):
         fields = {"key": _bytes(key)}
         if context is not None:
             fields["context"] = context
         if w is not None:
             fields["w"] = w
+        if pw is not None:
+            fields["pw"] = pw
         await self._binary(p.BDELETE, fields)
 
     async def stats(self):
         return await self._binary(p.STATS, {})
+
+    async def admin(self, op, partition=None, rebuild=False):
+        """An operator command: status, ring, transfers, repair, leave."""
+        fields = {"op": op}
+        if partition is not None:
+            fields["partition"] = partition
+        if rebuild:
+            fields["rebuild"] = True
+        return await self._binary(p.ADMIN, fields)
 
     async def cluster_state(self):
         return (await self._json(p.CLUSTER_STATE, None))["nodes"]

@@ -74,6 +74,14 @@ def decode_request(cmd_id, request_id, payload):
         if cmd_id == p.CLUSTER_STATE:
             return c.ClusterState()
         raise _bad(cmd_id, request_id, f"command {cmd_id} is not accepted from clients")
+    if cmd_id == p.ADMIN:
+        obj = p.parse_msgpack(payload, cmd_id, request_id)
+        op = _field(obj, "op", str, cmd_id, request_id)
+        if op not in c.ADMIN_OPS:
+            raise _bad(cmd_id, request_id, f"op must be one of {', '.join(c.ADMIN_OPS)}")
+        partition = _field(obj, "partition", int, cmd_id, request_id, optional=True)
+        rebuild = _field(obj, "rebuild", bool, cmd_id, request_id, optional=True)
+        return c.Admin(op, partition, bool(rebuild))
     if cmd_id in (p.BGET, p.BPUT, p.BDELETE, p.STATS):
         obj = p.parse_msgpack(payload, cmd_id, request_id)
         if obj.__class__ is dict:
@@ -88,13 +96,15 @@ def decode_request(cmd_id, request_id, payload):
             return c.Stats()
         key = _key(_field(obj, "key", (bytes, str), cmd_id, request_id), cmd_id, request_id)
         if cmd_id == p.BGET:
-            return c.Get(key, _quorum(obj, "r", cmd_id, request_id))
+            return c.Get(key, _quorum(obj, "r", cmd_id, request_id),
+                         _quorum(obj, "pr", cmd_id, request_id))
         ctx = _field(obj, "context", bytes, cmd_id, request_id, optional=True)
         w = _quorum(obj, "w", cmd_id, request_id)
+        pw = _quorum(obj, "pw", cmd_id, request_id)
         if cmd_id == p.BDELETE:
-            return c.Delete(key, ctx, w)
+            return c.Delete(key, ctx, w, pw)
         value = _field(obj, "value", bytes, cmd_id, request_id)
-        return c.Put(key, value, ctx, w)
+        return c.Put(key, value, ctx, w, pw)
     raise p.ProtocolError(p.invalid_request("UnrecognizedCommand", id=cmd_id), False, cmd_id,
                           request_id)
 
@@ -162,7 +172,7 @@ def encode_reply(cmd_id, request_id, reply):
 
 def encode_error(cmd_id, request_id, error):
     """The response frame for a ProtocolError's body, in the command's encoding."""
-    if cmd_id in p.JSON_COMMANDS or cmd_id not in (p.BGET, p.BPUT, p.BDELETE, p.STATS):
+    if cmd_id in p.JSON_COMMANDS or cmd_id not in (p.BGET, p.BPUT, p.BDELETE, p.STATS, p.ADMIN):
         return p.encode_frame(cmd_id, request_id, p.json_body({"Err": error}))
     return p.encode_frame(cmd_id, request_id, p.pack({"err": {"kind": "InvalidRequest",
                                                               "detail": error}}))

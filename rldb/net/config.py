@@ -38,6 +38,12 @@ class Config:
     idle_timeout_ms: int = 300_000
     max_connections: int = 1024
     node_id: str = None
+    sloppy_timeout_ms: int = 500      # a silent replica gets a fallback after this
+    handoff_keys_per_s: int = 20_000  # hints and partition transfers, to each peer
+    handoff_batch: int = 256
+    aae_interval_ms: int = 500        # between scheduled anti-entropy exchanges; 0 is off
+    aae_keys_per_s: int = 10_000      # repairs anti-entropy may make per second
+    tombstone_grace_ms: int = 3_600_000  # a delete's tombstone is kept at least this long
 
     @property
     def addr(self):
@@ -68,14 +74,20 @@ def parse(obj):
         raise ConfigError("the configuration must be a JSON object")
     known = ("port", "host", "quorum", "heartbeat", "data_dir", "storage_engine",
              "storage_options", "partitions", "request_timeout_ms", "idle_timeout_ms",
-             "max_connections", "node_id")
+             "max_connections", "node_id", "sloppy_timeout_ms", "handoff_keys_per_s",
+             "handoff_batch", "aae_interval_ms", "aae_keys_per_s", "tombstone_grace_ms")
     _unknown(obj, known, "")
     if "port" not in obj:
         raise ConfigError("port: missing (the TCP port to listen on)")
     cfg = Config()
     cfg.port = _int(obj, "port", "", 1, 65535)
-    for name in ("partitions", "request_timeout_ms", "idle_timeout_ms", "max_connections"):
+    for name in ("partitions", "request_timeout_ms", "idle_timeout_ms", "max_connections",
+                 "sloppy_timeout_ms", "handoff_keys_per_s", "handoff_batch", "aae_keys_per_s"):
         value = _int(obj, name, "", 1)
+        if value is not None:
+            setattr(cfg, name, value)
+    for name in ("aae_interval_ms", "tombstone_grace_ms"):
+        value = _int(obj, name, "", 0)
         if value is not None:
             setattr(cfg, name, value)
     if cfg.partitions & (cfg.partitions - 1) or cfg.partitions > 4096:

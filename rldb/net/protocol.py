@@ -24,6 +24,7 @@ PING, GET, PUT = 1, 2, 3
 HEARTBEAT, JOIN_CLUSTER, CLUSTER_STATE = 5, 6, 7
 # Ours (msgpack payloads).
 BGET, BPUT, BDELETE, STATS = 16, 17, 18, 19
+ADMIN = 20  # operator commands: status, ring, transfers, repair, leave
 INTERNAL = 32  # node-to-node messages (msgpack maps; no reply frame)
 
 JSON_COMMANDS = {PING, GET, PUT, HEARTBEAT, JOIN_CLUSTER, CLUSTER_STATE}

@@ -20,7 +20,7 @@ log = logging.getLogger("rldb.server")
 
 COMMAND_NAMES = {p.PING: "ping", p.GET: "get", p.PUT: "put", p.JOIN_CLUSTER: "join_cluster",
                  p.CLUSTER_STATE: "cluster_state", p.BGET: "bget", p.BPUT: "bput",
-                 p.BDELETE: "bdelete", p.STATS: "stats"}
+                 p.BDELETE: "bdelete", p.STATS: "stats", p.ADMIN: "admin"}
 
 
 class _Slot:
@@ -163,9 +163,11 @@ class NodeServer:
         self._timer_at = None
         self.peers = PeerPool()
         self.started = time.time()
+        self.stop_requested = None  # an asyncio.Event, set when the core stops (it left)
 
     async def start(self):
         loop = asyncio.get_running_loop()
+        self.stop_requested = asyncio.Event()
         self._server = await loop.create_server(lambda: Connection(self), self.cfg.host,
                                                 self.cfg.port, reuse_address=True, backlog=1024)
         self._schedule_timer()
@@ -230,6 +232,9 @@ class NodeServer:
             conn.complete(slot, codec.encode_reply(slot.cmd_id, slot.request_id, reply), error)
             if not conn.reading:
                 conn.flush()
+        if self.core.stopped and not self.stop_requested.is_set():
+            log.info("node %s left the cluster; stopping", self.cfg.node_id)
+            self.stop_requested.set()
         self._schedule_timer()
 
     def _schedule_timer(self):
