@@ -99,6 +99,27 @@ def test_cli_pretty(server, where):
     assert "\n" not in plain.stdout.strip()
 
 
+def test_cli_admin_commands_on_a_standalone_node(server):
+    table = run_cli("status", "-p", server.port)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["node", "status", "phi", "partitions", "handoffs", "hints", "bytes"]
+    row = lines[1].split()
+    assert row[1] == "up" and row[3] == "64" and row[5] == "0"
+    assert "settled" in lines[-1]
+    status = cli_ok("status", "-p", server.port, "--json")
+    assert len(status["nodes"]) == 1 and not status["in_transition"]
+    ring = cli_ok("ring", "-p", server.port)
+    assert len(ring["partitions"]) == 64
+    assert {p["preference_list"][0] for p in ring["partitions"]} == {status["nodes"][0]["node"]}
+    assert cli_ok("repair", "-p", server.port) == {"partitions": 0, "exchanges": 0,
+                                                   "keys_repaired": 0}
+    assert cli_ok("transfers", "-p", server.port)["outgoing"] == []
+    alone = run_cli("leave", "-p", server.port)
+    assert alone.returncode == 1 and "only node" in alone.stderr
+    assert len(alone.stderr.strip().splitlines()) == 1
+
+
 def test_cli_against_a_closed_port_fails_with_one_line():
     result = run_cli("--timeout", "2", "ping", "-p", free_port())
     assert result.returncode == 1

@@ -272,6 +272,14 @@ def test_decode_other_commands():
         == c.JoinCluster("127.0.0.1:3001")
     assert codec.decode_request(p.STATS, "r", mp({})) == c.Stats()
     assert codec.decode_request(p.STATS, "r", b"") == c.Stats()
+    assert codec.decode_request(p.ADMIN, "r", mp({"op": "status"})) == c.Admin("status")
+    assert codec.decode_request(p.ADMIN, "r", mp({"op": "repair", "partition": 3, "rebuild": True})) \
+        == c.Admin("repair", 3, True)
+    assert codec.decode_request(p.BGET, "r", mp({"key": b"k", "r": 2, "pr": 1})) == c.Get(b"k", 2, 1)
+    assert codec.decode_request(p.BPUT, "r", mp({"key": b"k", "value": b"v", "pw": 2})) \
+        == c.Put(b"k", b"v", None, None, 2)
+    assert codec.decode_request(p.BDELETE, "r", mp({"key": b"k", "w": 3, "pw": 3})) \
+        == c.Delete(b"k", None, 3, 3)
 
 
 @pytest.mark.parametrize("cmd_id, payload", [
@@ -287,6 +295,9 @@ def test_decode_other_commands():
     (p.BGET, mp({"key": b"k", "r": 0})), (p.BPUT, mp({"key": b"k"})),
     (p.BPUT, mp({"key": b"k", "value": "text"})), (p.BDELETE, mp({"key": b"k", "context": "s"})),
     (p.STATS, b"\x92"), (0, b""), (4, b"{}"), (99, b""), (255, b"x"),
+    (p.ADMIN, mp({})), (p.ADMIN, mp({"op": "dance"})), (p.ADMIN, mp({"op": 5})),
+    (p.ADMIN, mp({"op": "repair", "partition": "x"})), (p.ADMIN, b"\xc1"),
+    (p.BGET, mp({"key": b"k", "pr": 0})), (p.BPUT, mp({"key": b"k", "value": b"v", "pw": "2"})),
 ])
 def test_bad_payloads_are_clean_non_fatal_errors(cmd_id, payload):
     with pytest.raises(p.ProtocolError) as info:
@@ -296,7 +307,7 @@ def test_bad_payloads_are_clean_non_fatal_errors(cmd_id, payload):
     frame = codec.encode_error(cmd_id, "rid", exc.error)
     [(cmd, rid, body)] = p.FrameDecoder().feed(frame)
     assert (cmd, rid) == (cmd_id, "rid")
-    if cmd_id in (p.BGET, p.BPUT, p.BDELETE, p.STATS):
+    if cmd_id in (p.BGET, p.BPUT, p.BDELETE, p.STATS, p.ADMIN):
         reply = msgpack.unpackb(body, raw=False)
         assert reply["err"]["kind"] == "InvalidRequest" and reply["err"]["detail"] == exc.error
     else:
@@ -305,7 +316,8 @@ def test_bad_payloads_are_clean_non_fatal_errors(cmd_id, payload):
 
 @ROUND
 @given(st.binary(max_size=200), st.sampled_from([p.GET, p.PUT, p.JOIN_CLUSTER, p.CLUSTER_STATE,
-                                                 p.BGET, p.BPUT, p.BDELETE, p.STATS, 0, 200]))
+                                                 p.BGET, p.BPUT, p.BDELETE, p.STATS, p.ADMIN,
+                                                 0, 200]))
 def test_fuzz_decode_request_never_raises_anything_else(payload, cmd_id):
     try:
         codec.decode_request(cmd_id, "r", payload)

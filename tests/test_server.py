@@ -661,6 +661,9 @@ BAD_CONFIGS = {
     "negative idle timeout": ('{"port": 3001, "idle_timeout_ms": -5}', "idle_timeout_ms"),
     "max_connections zero": ('{"port": 3001, "max_connections": 0}', "max_connections"),
     "not JSON": ('{"port": 3001,', "JSON"),
+    "negative grace": ('{"port": 3001, "tombstone_grace_ms": -1}', "tombstone_grace_ms"),
+    "zero handoff rate": ('{"port": 3001, "handoff_keys_per_s": 0}', "handoff_keys_per_s"),
+    "aae interval as text": ('{"port": 3001, "aae_interval_ms": "soon"}', "aae_interval_ms"),
     "not an object": ("[3001]", "object"),
 }
 
