@@ -60,3 +60,13 @@ def test_preference_list_walks_past_repeats():
     assert ring.preference_list(owners, 0, 3) == ["a", "b", "c"]
     assert ring.preference_list(owners, 5, 2) == ["b", "a"]
     assert ring.preference_list(owners, 0, 5) == ["a", "b", "c"]
+
+
+def test_a_joining_node_takes_partitions_spread_over_the_ring():
+    """Taking one stretch of the ring would leave two old nodes in every
+    preference list there (and everywhere else); spread picks share the
+    replicas out."""
+    from collections import Counter
+    owners = ring.claim(ring.initial(64, ["a", "b", "c"], 3), ["a", "b", "c", "d"], 3)
+    replicas = Counter(x for p in range(64) for x in ring.preference_list(owners, p, 3))
+    assert max(replicas.values()) < 64 and min(replicas.values()) > 64 // 2, replicas

@@ -65,19 +65,50 @@ def claim(owners, nodes, n):
     targets = _targets_close_to(load, q, nodes)
     orphans = [i for i, o in enumerate(owners) if o not in targets]
     surplus = {node: load[node] - targets[node] for node in nodes if load[node] > targets[node]}
+    needy = {node: targets[node] - load[node] for node in nodes if targets[node] > load[node]}
+    # Orphans of nodes that left go first (they must move); then partitions of
+    # nodes above target go to those below, taken where the taker ends up
+    # well spaced, walking the ring in order so that takers spread around it.
+    _assign(owners, orphans, needy, n)
+    _take_well_spaced(owners, surplus, needy, n)
+    rest = []
     for node, count in surplus.items():
         # give away the partitions where the node is worst spaced first
         mine = [i for i, o in enumerate(owners) if o == node]
         mine.sort(key=lambda i: _spacing_ok(owners, i, node, n))
-        orphans.extend(mine[:count])
-    needy = {node: targets[node] - load[node] for node in nodes if targets[node] > load[node]}
-    for i in orphans:
+        rest.extend(mine[:count])
+    _assign(owners, rest, needy, n)
+    return owners
+
+
+def _assign(owners, indices, needy, n):
+    """Gives each partition of indices to a node still below target,
+    preferring one that is well spaced there."""
+    for i in indices:
         candidates = [node for node, want in needy.items() if want > 0]
         well_spaced = [node for node in candidates if _spacing_ok(owners, i, node, n)]
         pick = min(well_spaced or candidates, key=lambda node: (-needy[node], node))
         owners[i] = pick
         needy[pick] -= 1
-    return owners
+
+
+def _take_well_spaced(owners, surplus, needy, n):
+    """Moves partitions from nodes above target to nodes below it where the
+    taker has none of its own within n - 1, in ring order, so that takers
+    spread around the ring instead of taking one stretch of it; updates both
+    counts.  What this cannot place is left to the caller."""
+    for i in range(len(owners)):
+        giver = owners[i]
+        if surplus.get(giver, 0) <= 0:
+            continue
+        takers = [node for node, want in needy.items()
+                  if want > 0 and _spacing_ok(owners, i, node, n)]
+        if not takers:
+            continue
+        pick = min(takers, key=lambda node: (-needy[node], node))
+        owners[i] = pick
+        needy[pick] -= 1
+        surplus[giver] -= 1
 
 
 def _targets_close_to(load, partitions, nodes):
