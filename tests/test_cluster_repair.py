@@ -381,3 +381,13 @@ def test_stores_keep_their_indexes_under_a_random_history(seed):
     for name, node in cl.nodes.items():
         node.store.check()
         node.hints.check()
+
+
+def test_a_collection_request_never_deletes_a_live_value():
+    cl = cluster(size=3)
+    assert isinstance(call(cl, "n1", c.Put(b"live", b"v")), c.Ok)
+    cl.run_for(1.0)
+    raw = cl.stores["n2"].get_raw(b"live")
+    cl.nodes["n2"].handle_message({"t": "reap", "key": b"live", "hash": raw[:4],
+                                   "from": "n1", "addr": "n1"}, cl.now)
+    assert cl.stores["n2"].get_raw(b"live") == raw

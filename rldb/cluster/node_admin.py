@@ -53,6 +53,7 @@ class AdminMixin:
         outgoing = []
         for q, dst in self.outgoing_transfers():
             outgoing.append({"partition": q, "to": dst,
+                             "keys_sent": self._xfer_sent.get((q, dst), 0),
                              "done": (q, dst) in self._xfer["done"],
                              "in_flight": (q, dst) in self._xfer_flight})
         return {"ring_version": self.ring_version, "in_transition": self.next_owners is not None,

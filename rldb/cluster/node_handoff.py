@@ -32,6 +32,7 @@ class HandoffMixin:
         self._hint_next = {}     # target -> earliest time of its next batch
         self._xfer_flight = {}   # (partition, target) -> (op id, last key, last?, sent at, count)
         self._xfer_next = {}     # target -> earliest time of its next batch
+        self._xfer_sent = {}     # (partition, target) -> keys acknowledged (progress)
         self._xfer = self._load_xfer()
         self.counters.update({"hints_delivered": 0, "keys_transferred": 0,
                               "keys_received": 0, "keys_dropped": 0})
@@ -59,6 +60,7 @@ class HandoffMixin:
     def _ring_changed(self, now):
         if self._xfer["v"] != self.ring_version:
             self._xfer = {"v": self.ring_version, "cursor": {}, "done": set()}
+            self._xfer_sent = {}
         self._xfer_flight = {}
         self._wake(now)
 
@@ -212,6 +214,7 @@ class HandoffMixin:
         del self._xfer_flight[name]
         _, last_key, last, _, count = flight
         self.counters["keys_transferred"] += count
+        self._xfer_sent[name] = self._xfer_sent.get(name, 0) + count
         if last:
             self._xfer["done"].add(name)
         elif last_key is not None:

@@ -79,7 +79,7 @@ class ReaperMixin:
         key, expected = check["key"], check["hash"]
         for node in self._prefs(partition_of(key, self.cfg.partitions))[0]:
             if node == self.node_id:
-                if self.store.remove(key, expected):
+                if self.store.remove_tombstone(key, expected):
                     self.counters["tombstones_reaped"] += 1
             else:
                 self._send(node, {"t": "reap", "key": key, "hash": expected})
@@ -106,5 +106,5 @@ class ReaperMixin:
             self._collect(check)
 
     def _on_reap(self, msg, now):
-        if self.store.remove(msg["key"], msg["hash"]):
+        if self.store.remove_tombstone(msg["key"], msg["hash"]):
             self.counters["tombstones_reaped"] += 1

@@ -84,11 +84,13 @@ class ObjectStore:
         self.write(key, objects.encode(merged), old, merged)
         return True
 
-    def remove(self, key, expected_hash):
-        """Deletes the key if its object still hashes to expected_hash (the
-        reaper's compare-and-delete); returns True when it did."""
+    def remove_tombstone(self, key, expected_hash):
+        """Deletes the key if every version of it is a tombstone and its
+        object still hashes to expected_hash (the reaper's compare-and-
+        delete); returns True when it did."""
         old = self.get_raw(key)
-        if old is None or object_hash(old) != expected_hash:
+        if old is None or object_hash(old) != expected_hash or \
+                key not in self.tombstones.get(partition_of(key, self.partitions), ()):
             return False
         self.engine.delete(self.storage_key(key))
         self._index(key, old, None)
