@@ -67,8 +67,9 @@ class ObjectStore:
     def write(self, key, data, old, clock):
         """Stores clock, encoded as data, over `old` (the bytes it replaces,
         or None)."""
-        self.engine.put(self.storage_key(key), data)
-        self._index(key, old, data, clock)
+        p = partition_of(key, self.partitions)
+        self.engine.put(_PART.pack(p) + key, data)
+        self._index(key, old, data, clock, p)
 
     def put(self, key, clock):
         self.write(key, objects.encode(clock), self.get_raw(key), clock)
@@ -96,10 +97,12 @@ class ObjectStore:
         self._index(key, old, None)
         return True
 
-    def _index(self, key, old, new, clock=None):
-        p = partition_of(key, self.partitions)
-        self.tree(p).update(key, None if old is None else object_hash(old),
-                            None if new is None else object_hash(new))
+    def _index(self, key, old, new, clock=None, p=None):
+        if p is None:
+            p = partition_of(key, self.partitions)
+        if old is None or new is None or old[:4] != new[:4]:
+            self.tree(p).update(key, None if old is None else object_hash(old),
+                                None if new is None else object_hash(new))
         dead = self.tombstones.setdefault(p, set())
         if new is not None and objects.is_deleted(clock or objects.decode(new, key)):
             dead.add(key)

@@ -40,11 +40,15 @@ class TicTacTree:
         self._flip(key, pair_hash(key, object_hash))  # XOR is its own inverse
 
     def update(self, key, old_hash, new_hash):
-        """A write: old_hash is None when the key was absent."""
+        """A write: old_hash is None when the key was absent, new_hash when
+        it was deleted."""
+        h = 0
         if old_hash is not None:
-            self.remove(key, old_hash)
+            h = pair_hash(key, old_hash)
         if new_hash is not None:
-            self.insert(key, new_hash)
+            h ^= pair_hash(key, new_hash)
+        if h:
+            self._flip(key, h)
 
     def root(self):
         r = 0
