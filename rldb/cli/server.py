@@ -25,9 +25,14 @@ def open_node_engine(cfg):
 
 
 def next_generation(store):
-    """The node's restart counter, kept in its own store: grows on every start."""
+    """The node's restart counter, kept in its own store: grows on every
+    start.  It is at least the time in ms, so that a node whose store was
+    wiped still starts above its last generation: peers only take a member
+    entry with a higher (generation, heartbeat), and would otherwise see the
+    node down until its heartbeat passed the one they remember."""
     raw = store.get_meta(b"generation")
-    generation = (struct.unpack(">Q", raw)[0] if raw and len(raw) == 8 else 0) + 1
+    stored = struct.unpack(">Q", raw)[0] if raw and len(raw) == 8 else 0
+    generation = max(stored + 1, int(time.time() * 1000))
     store.put_meta(b"generation", struct.pack(">Q", generation))
     return generation
 
