@@ -23,6 +23,7 @@ class Put:
     context: Optional[bytes] = None
     w: Optional[int] = None
     pw: Optional[int] = None   # how many of the w must be primaries (not fallbacks)
+    overwrite: bool = False    # no context: replace what the coordinating replica saw
 
 
 @dataclass(frozen=True)

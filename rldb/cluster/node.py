@@ -221,8 +221,8 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         raw = self.store.get_raw(cmd.key)
         current = dvv.EMPTY if raw is None else objects.decode(raw, cmd.key)
         value = cmd.value if isinstance(cmd, c.Put) else None
-        if value is None and cmd.context is None:
-            vector = dvv.join(current)  # a delete without context: what this replica saw
+        if cmd.context is None and (value is None or cmd.overwrite):
+            vector = dvv.join(current)  # replaces what this replica saw (a delete, a RESP SET)
         else:
             vector = context.decode(cmd.context)
         clock = dvv.update(dvv.new((value, int(now * 1000)), vector), current, self.actor)
@@ -269,6 +269,7 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
                   "hops": hops + 1}
         if isinstance(cmd, c.Put):
             fields["value"] = cmd.value
+            fields["overwrite"] = cmd.overwrite
         self._send(target, {"t": "fwd", "id": op.op_id,
                             "gen": self.membership.self_member.generation,
                             "kind": "put" if isinstance(cmd, c.Put) else "delete", **fields})
@@ -433,7 +434,8 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         key = _bytes(msg["key"])
         quorum = {"w": msg.get("w"), "pw": msg.get("pw")}
         if msg["kind"] == "put":
-            cmd = c.Put(key, _bytes(msg["value"]), msg.get("context"), **quorum)
+            cmd = c.Put(key, _bytes(msg["value"]), msg.get("context"), **quorum,
+                        overwrite=bool(msg.get("overwrite")))
         else:
             cmd = c.Delete(key, msg.get("context"), **quorum)
         self.handle_client(("fwd", msg["addr"], msg["id"]), cmd, now, int(msg.get("hops", 1)))

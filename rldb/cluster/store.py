@@ -43,6 +43,7 @@ class ObjectStore:
         self.partitions = partitions
         self.trees = {}        # partition -> TicTacTree of (key, object hash)
         self.tombstones = {}   # partition -> set of keys whose versions are all tombstones
+        self.objects = 0       # keys stored, tombstones included
         self.rebuild()
 
     def storage_key(self, key):
@@ -97,7 +98,12 @@ class ObjectStore:
         self._index(key, old, None)
         return True
 
+    def live_keys(self):
+        """Keys stored whose versions are not all tombstones."""
+        return self.objects - sum(len(keys) for keys in self.tombstones.values())
+
     def _index(self, key, old, new, clock=None, p=None):
+        self.objects += (new is not None) - (old is not None)
         if p is None:
             p = partition_of(key, self.partitions)
         if old is None or new is None or old[:4] != new[:4]:
@@ -135,6 +141,7 @@ class ObjectStore:
         for key, _ in items:
             self.engine.delete(self.storage_key(key))
         if len(items) < (limit or len(items) + 1):
+            self.objects -= len(items)
             self.trees.pop(partition, None)
             self.tombstones.pop(partition, None)
         else:
@@ -147,7 +154,7 @@ class ObjectStore:
 
     def rebuild(self):
         """The trees and tombstone sets from a scan of every partition."""
-        self.trees, self.tombstones = {}, {}
+        self.trees, self.tombstones, self.objects = {}, {}, 0
         for skey, data in self._scan(_PART.pack(0), META):
             self._index(skey[2:], None, data)
 
@@ -161,6 +168,8 @@ class ObjectStore:
             pairs.setdefault(p, {})[key] = object_hash(data)
             if objects.is_deleted(objects.decode(data, key)):
                 dead.setdefault(p, set()).add(key)
+        if self.objects != sum(len(keys) for keys in pairs.values()):
+            raise AssertionError(f"{self.objects} objects counted, {len(pairs)} found")
         for p in set(pairs) | set(self.trees):
             self.tree(p).check(pairs.get(p, {}))
             if self.tombstones.get(p, set()) != dead.get(p, set()):

@@ -44,6 +44,7 @@ class Config:
     aae_interval_ms: int = 500        # between scheduled anti-entropy exchanges; 0 is off
     aae_keys_per_s: int = 10_000      # repairs anti-entropy may make per second
     tombstone_grace_ms: int = 3_600_000  # a delete's tombstone is kept at least this long
+    resp_port: int = None             # where the node also speaks RESP2 (Redis); off if None
 
     @property
     def addr(self):
@@ -75,12 +76,16 @@ def parse(obj):
     known = ("port", "host", "quorum", "heartbeat", "data_dir", "storage_engine",
              "storage_options", "partitions", "request_timeout_ms", "idle_timeout_ms",
              "max_connections", "node_id", "sloppy_timeout_ms", "handoff_keys_per_s",
-             "handoff_batch", "aae_interval_ms", "aae_keys_per_s", "tombstone_grace_ms")
+             "handoff_batch", "aae_interval_ms", "aae_keys_per_s", "tombstone_grace_ms",
+             "resp_port")
     _unknown(obj, known, "")
     if "port" not in obj:
         raise ConfigError("port: missing (the TCP port to listen on)")
     cfg = Config()
     cfg.port = _int(obj, "port", "", 1, 65535)
+    cfg.resp_port = _int(obj, "resp_port", "", 1, 65535)
+    if cfg.resp_port == cfg.port:
+        raise ConfigError(f"resp_port: must differ from port ({cfg.port})")
     for name in ("partitions", "request_timeout_ms", "idle_timeout_ms", "max_connections",
                  "sloppy_timeout_ms", "handoff_keys_per_s", "handoff_batch", "aae_keys_per_s"):
         value = _int(obj, name, "", 1)

@@ -117,6 +117,12 @@ class Connection(asyncio.Protocol):
         slot.frame = frame
         self.server.stats.record(slot.name, time.perf_counter() - slot.started, error)
 
+    def deliver(self, slot, reply, error):
+        """The core's reply to the request of slot."""
+        self.complete(slot, codec.encode_reply(slot.cmd_id, slot.request_id, reply), error)
+        if not self.reading:
+            self.flush()
+
     def flush(self):
         out = []
         slots = self.slots
@@ -159,6 +165,7 @@ class NodeServer:
         self._pending = {}
         self._next_token = 0
         self._server = None
+        self._resp_server = None
         self._timer = None
         self._timer_at = None
         self.peers = PeerPool()
@@ -170,6 +177,17 @@ class NodeServer:
         self.stop_requested = asyncio.Event()
         self._server = await loop.create_server(lambda: Connection(self), self.cfg.host,
                                                 self.cfg.port, reuse_address=True, backlog=1024)
+        if self.cfg.resp_port:
+            from rldb.net.resp_server import RespConnection
+            try:
+                self._resp_server = await loop.create_server(
+                    lambda: RespConnection(self), self.cfg.host, self.cfg.resp_port,
+                    reuse_address=True, backlog=1024)
+            except OSError:
+                self._server.close()
+                raise
+            log.info("node %s speaks RESP (Redis) on %s:%d", self.cfg.node_id, self.cfg.host,
+                     self.cfg.resp_port)
         self._schedule_timer()
         log.info("node %s listening on %s (engine %s)", self.cfg.node_id, self.cfg.addr,
                  self.cfg.storage_engine)
@@ -178,6 +196,10 @@ class NodeServer:
     @property
     def port(self):
         return self._server.sockets[0].getsockname()[1]
+
+    def resp_info(self, section):
+        from rldb.net.resp_server import info_text
+        return info_text(self, section, self.cfg.resp_port)
 
     def admit(self, conn):
         if len(self.connections) >= self.cfg.max_connections:
@@ -199,6 +221,11 @@ class NodeServer:
             reply = c.Ok(self.stats_snapshot())
             conn.complete(slot, codec.encode_reply(slot.cmd_id, slot.request_id, reply))
             return
+        self.submit_core(conn, slot, command)
+
+    def submit_core(self, conn, slot, command):
+        """Hands a command to the core; conn.deliver(slot, reply, error)
+        gets its reply (now or later)."""
         token = self._next_token
         self._next_token += 1
         self._pending[token] = (conn, slot)
@@ -227,11 +254,9 @@ class NodeServer:
             conn, slot = entry
             error = isinstance(reply, c.Err) and reply.kind != "NotFound"
             if error:
-                log.info("request %s (%s): %s %s", slot.request_id, slot.name, reply.kind,
-                         reply.fields.get("reason", ""))
-            conn.complete(slot, codec.encode_reply(slot.cmd_id, slot.request_id, reply), error)
-            if not conn.reading:
-                conn.flush()
+                log.info("request %s (%s): %s %s", getattr(slot, "request_id", "-"), slot.name,
+                         reply.kind, reply.fields.get("reason", ""))
+            conn.deliver(slot, reply, error)
         if self.core.stopped and not self.stop_requested.is_set():
             log.info("node %s left the cluster; stopping", self.cfg.node_id)
             self.stop_requested.set()
@@ -271,6 +296,8 @@ class NodeServer:
         seconds), closes the connections and the engine."""
         if self._server is not None:
             self._server.close()
+        if self._resp_server is not None:
+            self._resp_server.close()
         deadline = time.monotonic() + grace
         while self._pending and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
