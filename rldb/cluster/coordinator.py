@@ -35,7 +35,7 @@ class QuorumOp:
     stand_in: dict = field(default_factory=dict)      # primary -> fallback asked for it
     standing_for: dict = field(default_factory=dict)  # fallback -> primary
     answered: bool = False
-    checked_at: float = 0.0   # when the node last looked at it (for its timer)
+    down: set = field(default_factory=set)  # primaries believed down when it started
 
     @property
     def primaries(self):

@@ -17,14 +17,24 @@ class PhiAccrual:
         self.first_interval = first_interval
         self.acceptable_pause = acceptable_pause
         self._intervals = deque(maxlen=window)
+        self._sum = self._sumsq = 0.0   # of the intervals, kept as they come and go
         self._last = None
+
+    def _add(self, interval):
+        if len(self._intervals) == self._intervals.maxlen:
+            old = self._intervals[0]
+            self._sum -= old
+            self._sumsq -= old * old
+        self._intervals.append(interval)
+        self._sum += interval
+        self._sumsq += interval * interval
 
     def heartbeat(self, now):
         if self._last is None:
             # Seed with a guess so phi has a distribution from the start.
-            self._intervals.append(self.first_interval)
+            self._add(self.first_interval)
         elif now > self._last:
-            self._intervals.append(now - self._last)
+            self._add(now - self._last)
         self._last = now
 
     @property
@@ -35,8 +45,8 @@ class PhiAccrual:
         if self._last is None:
             return 0.0
         n = len(self._intervals)
-        mean = sum(self._intervals) / n
-        var = sum((x - mean) ** 2 for x in self._intervals) / n
+        mean = self._sum / n
+        var = max(self._sumsq / n - mean * mean, 0.0)
         std = max(math.sqrt(var), self.min_std * mean, 1e-3)
         elapsed = now - self._last - self.acceptable_pause
         y = (elapsed - mean) / std

@@ -15,6 +15,7 @@ collection) and node_admin (what the admin commands show).
 
 Messages are dicts with a type "t" (see _on_* below); values that cross the
 network (clocks) travel in their stored form, CRC included."""
+import heapq
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -69,6 +70,7 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         self._replies = []
         self._outbox = []
         self._ops = {}
+        self._timers = []  # heap of (time, op id): deadlines and sloppy deadlines
         self._next_op = 0
         self._next_gossip = now
         self._wake_at = now
@@ -121,8 +123,12 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         if now >= self._next_gossip:
             self._gossip(now)
             self._next_gossip = now + self.cfg.gossip_interval
-        for op in list(self._ops.values()):
-            self._progress(op, now)
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            _, op_id = heapq.heappop(timers)
+            op = self._ops.get(op_id)
+            if op is not None:
+                self._progress(op, now)
         if now >= self._wake_at:
             self._wake_at = now + self.cfg.gossip_interval
             self._run_handoffs(now)
@@ -143,13 +149,18 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         return out
 
     def next_deadline(self):
+        timers = self._timers
+        while timers and timers[0][1] not in self._ops:
+            heapq.heappop(timers)  # its op is done
         deadline = min(self._next_gossip, self._wake_at)
-        for op in self._ops.values():
-            at = op.deadline
-            if isinstance(op, QuorumOp) and op.sloppy_at > op.checked_at:
-                at = min(at, op.sloppy_at)
-            deadline = min(deadline, at)
-        return deadline
+        return min(deadline, timers[0][0]) if timers else deadline
+
+    def _open(self, op):
+        """Registers an op and the times it must be looked at again."""
+        self._ops[op.op_id] = op
+        heapq.heappush(self._timers, (op.deadline, op.op_id))
+        if isinstance(op, QuorumOp):
+            heapq.heappush(self._timers, (op.sloppy_at, op.op_id))
 
     def _actor(self, new):
         """The id this node's dots carry.  A counter is only fresh if the
@@ -239,7 +250,9 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         for node in op.primaries:  # a node thought down may be up: it costs one message
             if node != self.node_id:
                 self._send(node, {"t": "rput", "id": op.op_id, "key": cmd.key, "obj": data})
-        self._ops[op.op_id] = op
+                if not self.membership.is_up(node, now):
+                    op.down.add(node)
+        self._open(op)
         self._progress(op, now)
         return None
 
@@ -256,7 +269,9 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
                 op.reply(node, self.store.get(cmd.key))
             else:
                 self._send(node, {"t": "rget", "id": op.op_id, "key": cmd.key})
-        self._ops[op.op_id] = op
+                if not self.membership.is_up(node, now):
+                    op.down.add(node)
+        self._open(op)
         self._progress(op, now)
         return None
 
@@ -264,7 +279,7 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         """A write coordinated by a replica: sent to the first one believed up."""
         target = next((n for n in members if self.membership.is_up(n, now)), members[0])
         op = ForwardOp(self._new_op_id(), token, target, now + self.cfg.request_timeout)
-        self._ops[op.op_id] = op
+        self._open(op)
         fields = {"key": cmd.key, "context": cmd.context, "w": cmd.w, "pw": cmd.pw,
                   "hops": hops + 1}
         if isinstance(cmd, c.Put):
@@ -288,8 +303,8 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
                 self._finish(op.token, outcome)
                 del self._ops[op.op_id]
             return
-        self._stand_ins(op, now)
-        op.checked_at = now
+        if op.down or op.errors or now >= op.sloppy_at:
+            self._stand_ins(op, now)
         outcome = op.outcome(now)
         if outcome is not None:
             op.answered = True
