@@ -83,13 +83,17 @@ class PeerPool:
         self.dropped = 0
 
     def send(self, addr, message):
+        self.send_many(addr, [message])
+
+    def send_many(self, addr, messages):
+        """Messages for one peer, written together."""
         if not isinstance(addr, str) or ":" not in addr:
             raise ValueError(f"not a peer address: {addr!r}")
         link = self.links.get(addr)
         if link is None:
             link = self.links[addr] = PeerLink(self, addr)
-        self.sent += 1
-        link.send(p.encode_frame(p.INTERNAL, "m", p.pack(message)))
+        self.sent += len(messages)
+        link.send(b"".join(p.encode_frame(p.INTERNAL, "m", p.pack(m)) for m in messages))
 
     def close(self):
         for link in self.links.values():

@@ -65,12 +65,14 @@ class RespConnection(asyncio.Protocol):
         except resp.RespError as exc:
             commands, bad = exc.commands, exc
         self.reading = True
+        self.server.hold()
         try:
             for args in commands:
                 if self.closing:
                     break
                 self._dispatch(args)
         finally:
+            self.server.release()
             self.reading = False
         if bad is not None and not self.closing:
             self.server.stats.protocol_errors += 1

@@ -74,6 +74,7 @@ class Connection(asyncio.Protocol):
             frames = []
             self._protocol_error(exc)
         self.reading = True  # replies to this read go out in one write, below
+        server.hold()
         try:
             for cmd_id, request_id, payload in frames:
                 if cmd_id == p.INTERNAL:
@@ -90,6 +91,7 @@ class Connection(asyncio.Protocol):
                     continue
                 server.submit(self, slot, command)
         finally:
+            server.release()
             self.reading = False
         if frames and not self.closing:
             try:
@@ -163,6 +165,7 @@ class NodeServer:
         self.stats = ServerStats()
         self.connections = set()
         self._pending = {}
+        self._held = 0
         self._next_token = 0
         self._server = None
         self._resp_server = None
@@ -230,7 +233,8 @@ class NodeServer:
         self._next_token += 1
         self._pending[token] = (conn, slot)
         self.core.handle_client(token, command, time.time())
-        self._drain()
+        if not self._held:
+            self._drain()
 
     def peer_message(self, payload):
         try:
@@ -239,14 +243,28 @@ class NodeServer:
             self.stats.protocol_errors += 1
             return
         self.core.handle_message(msg, time.time())
-        self._drain()
+        if not self._held:
+            self._drain()
+
+    def hold(self):
+        """While held (a connection working through one read), what the core
+        wants sent is sent once, at release(), not after every request."""
+        self._held += 1
+
+    def release(self):
+        self._held -= 1
+        if not self._held:
+            self._drain()
 
     def _drain(self):
+        by_peer = {}
         for addr, msg in self.core.messages_to_send():
+            by_peer.setdefault(addr, []).append(msg)
+        for addr, msgs in by_peer.items():
             try:
-                self.peers.send(addr, msg)
+                self.peers.send_many(addr, msgs)
             except (TypeError, ValueError) as exc:  # a malformed address came in a message
-                log.warning("dropping a message to %r: %s", addr, exc)
+                log.warning("dropping %d message(s) to %r: %s", len(msgs), addr, exc)
         for token, reply in self.core.replies():
             entry = self._pending.pop(token, None)
             if entry is None:
