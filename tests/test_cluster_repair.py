@@ -174,15 +174,20 @@ def test_anti_entropy_merges_concurrent_versions_instead_of_overwriting():
 
 # ---- ring transitions, transfers, leave --------------------------------------------------------
 
-def test_a_join_moves_partitions_by_transfer_and_nothing_is_lost():
+@pytest.mark.parametrize("through", ["n1", "n3"])
+def test_a_join_moves_partitions_by_transfer_and_nothing_is_lost(through):
+    """Joined through the claimant (n1) or through another node, which
+    answers with the old ring: the senders may then stream to the newcomer
+    before gossip told it of the transition, and a batch must bring the ring."""
     cl = cluster(size=3, aae_interval=0, handoff_batch=16)
     write_keys(cl, 400)
-    cl.add_node("n4")
+    cl.add_node("n4", through=through)
     assert cl.settle(60)
     assert not cl.trees_agree(), "transfers alone (anti-entropy is off) made the replicas equal"
     owners = cl.nodes["n1"].owners
     assert {owners.count(n) for n in cl.up()} == {4}
     assert cl.nodes["n4"].counters["keys_received"] > 0
+    assert cl.nodes["n4"].counters["relayed_writes"] == 0
     for i in range(400):
         got = call(cl, "n4", c.Get(b"k%d" % i, r=3))
         assert isinstance(got, c.Ok) and got.value.values == [b"v%d" % i]

@@ -176,9 +176,12 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
     # ---- sending ------------------------------------------------------------------------------
 
     def _send(self, node_id, msg):
+        member = self.membership.members.get(node_id)
+        if member is None:
+            return  # a ring can name a node before gossip brings its address; deadlines cover it
         msg["from"] = self.node_id
         msg["addr"] = self.cfg.addr
-        self._outbox.append((self.membership.addr(node_id), msg))
+        self._outbox.append((member.addr, msg))
 
     def _send_addr(self, addr, msg):
         msg["from"] = self.node_id
@@ -249,7 +252,8 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         op.record_answer(self.node_id)
         for node in op.primaries:  # a node thought down may be up: it costs one message
             if node != self.node_id:
-                self._send(node, {"t": "rput", "id": op.op_id, "key": cmd.key, "obj": data})
+                self._send(node, {"t": "rput", "id": op.op_id, "key": cmd.key, "obj": data,
+                                  "v": self.ring_version})
                 if not self.membership.is_up(node, now):
                     op.down.add(node)
         self._open(op)
@@ -395,6 +399,12 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
             if hint is not None and hint != self.node_id:
                 self.hints.add(str(hint), key, incoming)
                 self.counters["hinted_writes"] += 1
+            elif msg.get("v", 0) > self.ring_version and \
+                    not self._is_member(partition_of(key, self.cfg.partitions)):
+                # the coordinator knows a newer ring, where we are a replica:
+                # not acknowledged (a stand-in takes it), and we ask for that ring
+                self._send_addr(msg["addr"], self._gossip_msg("gossip"))
+                raise RldbError("this node's ring is behind the coordinator's")
             else:
                 self._apply(key, incoming)
             reply = {"t": "rput_ok", "id": msg["id"]}

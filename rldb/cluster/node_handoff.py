@@ -198,13 +198,32 @@ class HandoffMixin:
         self._xfer_flight[(q, dst)] = (op_id, items[-1][0] if items else cursor, last, now,
                                        len(items))
         self._send(dst, {"t": "xfer", "id": op_id, "v": self.ring_version, "q": q,
+                         "ring": [self.ring_version, self.owners, self.next_owners],
                          "items": [[k, d] for k, d in items], "last": last})
 
     def _on_xfer(self, msg, now):
+        # The target may not have heard of the transition yet (gossip is
+        # slower than the stream): the batch brings the ring with it.
+        if msg["v"] > self.ring_version and "ring" in msg:
+            self._take_ring(msg["ring"], now)
+        q = int(msg["q"])
+        if not self._is_member(q):
+            # applied here the keys would only be relayed on: refuse the
+            # batch, the sender sends it again later
+            self._send_addr(msg["addr"], {"t": "xfer_no", "id": msg["id"], "q": q})
+            return
         for key, data in msg["items"]:
             self._apply(key, objects.decode(data, key))
         self.counters["keys_received"] += len(msg["items"])
         self._send_addr(msg["addr"], {"t": "xfer_ok", "id": msg["id"], "q": msg["q"]})
+
+    def _on_xfer_no(self, msg, now):
+        name = (int(msg["q"]), msg["from"])
+        flight = self._xfer_flight.get(name)
+        if flight is not None and flight[0] == msg["id"]:
+            del self._xfer_flight[name]
+            self._xfer_next[name[1]] = now + self.cfg.gossip_interval
+            self._wake(now + self.cfg.gossip_interval)
 
     def _on_xfer_ok(self, msg, now):
         name = (int(msg["q"]), msg["from"])

@@ -173,22 +173,28 @@ class RingMixin:
 
     def _take_gossip(self, msg, now):
         changed = self.membership.merge([Member.from_list(m) for m in msg["members"]], now)
-        version, owners, nxt = (list(msg["ring"]) + [None])[:3]  # [version, owners] is settled
-        if not (isinstance(version, int) and _ring_ok(owners, self.cfg.partitions)
-                and (nxt is None or _ring_ok(nxt, self.cfg.partitions))):
-            raise ValueError("malformed ring")
         for node, (hb, info) in (msg.get("info") or {}).items():
             if node != self.node_id and isinstance(info, dict) and \
                     hb > self._info.get(node, (-1, None))[0]:
                 self._info[node] = (hb, info)
+        if not self._take_ring(msg["ring"], now) and changed:
+            self._persist()
+        if changed:
+            self._maybe_claim(now)
+
+    def _take_ring(self, item, now):
+        """Adopts a ring [version, owners, next] from a peer if it is newer
+        (or, at the same version, wins the tie); True when it did."""
+        version, owners, nxt = (list(item) + [None])[:3]  # [version, owners] is settled
+        if not (isinstance(version, int) and _ring_ok(owners, self.cfg.partitions)
+                and (nxt is None or _ring_ok(nxt, self.cfg.partitions))):
+            raise ValueError("malformed ring")
         if version > self.ring_version or (
                 version == self.ring_version and [owners, nxt] != [self.owners, self.next_owners]
                 and repr([owners, nxt]) > repr([self.owners, self.next_owners])):
             self._set_ring(version, owners, nxt, now)
-        elif changed:
-            self._persist()
-        if changed:
-            self._maybe_claim(now)
+            return True
+        return False
 
     # ---- join and leave -----------------------------------------------------------------------
 
