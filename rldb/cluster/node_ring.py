@@ -18,6 +18,7 @@ import msgpack
 from rldb.cluster import commands as c
 from rldb.cluster import ring
 from rldb.cluster.membership import JOINED, LEAVING, LEFT, Member
+from rldb.cluster.store import partition_of
 
 INFO_EVERY = 5.0  # s between refreshes of this node's engine size (stats may scan)
 
@@ -59,7 +60,6 @@ class RingMixin:
         return self.node_id in old or (new is not None and self.node_id in new)
 
     def preference_list(self, key, n=None):
-        from rldb.cluster.store import partition_of
         return ring.preference_list(self.owners, partition_of(key, self.cfg.partitions),
                                     n or self.cfg.n)
 

@@ -129,11 +129,6 @@ class ObjectStore:
                 break
         return out
 
-    def partition_items(self, partition):
-        """(key, clock) of every key of a partition."""
-        for key, data in self.partition_raw(partition):
-            yield key, objects.decode(data, key)
-
     def drop_partition(self, partition, limit=None):
         """Deletes up to limit keys of a partition this node no longer
         replicates; returns how many it deleted (0 once it is empty)."""
@@ -169,7 +164,8 @@ class ObjectStore:
             if objects.is_deleted(objects.decode(data, key)):
                 dead.setdefault(p, set()).add(key)
         if self.objects != sum(len(keys) for keys in pairs.values()):
-            raise AssertionError(f"{self.objects} objects counted, {len(pairs)} found")
+            raise AssertionError(f"{self.objects} objects counted, "
+                                 f"{sum(len(keys) for keys in pairs.values())} found")
         for p in set(pairs) | set(self.trees):
             self.tree(p).check(pairs.get(p, {}))
             if self.tombstones.get(p, set()) != dead.get(p, set()):

@@ -6,7 +6,6 @@ write timestamp, SET overwrites what the coordinating replica has seen, DEL
 deletes what a read saw.  RLDB.GET and RLDB.PUT give the whole truth:
 every sibling and the context, and a write with a context.  Replies go out
 in the order the commands came, however the core's answers interleave."""
-import asyncio
 import collections
 import logging
 import os
@@ -15,6 +14,7 @@ import time
 from rldb import __version__
 from rldb.cluster import commands as c
 from rldb.net import resp
+from rldb.net.server import OrderedReplies
 
 log = logging.getLogger("rldb.resp")
 
@@ -31,7 +31,7 @@ class _Slot:
         self.name = name
 
 
-class RespConnection(asyncio.Protocol):
+class RespConnection(OrderedReplies):
     def __init__(self, server):
         self.server = server
         self.parser = resp.RespParser()
@@ -85,20 +85,8 @@ class RespConnection(asyncio.Protocol):
 
     # ---- replies ------------------------------------------------------------------------------
 
-    def flush(self):
-        out = []
-        slots = self.slots
-        while slots and slots[0].frame is not None:
-            out.append(slots.popleft().frame)
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
-        if self.closing and not slots and self.transport is not None:
-            self.transport.close()
-
     def _done(self, slot, frame):
-        slot.frame = frame
-        self.server.stats.record(slot.name, time.perf_counter() - slot.started,
-                                 frame[:1] == b"-")
+        self.complete(slot, frame, frame[:1] == b"-")
 
     def deliver(self, slot, reply, error):
         """A core reply for one of the slot's requests (NodeServer calls

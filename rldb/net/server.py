@@ -34,7 +34,30 @@ class _Slot:
         self.name = COMMAND_NAMES.get(cmd_id, f"cmd{cmd_id}")
 
 
-class Connection(asyncio.Protocol):
+class OrderedReplies(asyncio.Protocol):
+    """A client connection whose replies go out in request order: each
+    request has a slot in `slots`, filled by complete(); flush() writes the
+    filled slots at the front in one write, and closes once `closing` and
+    nothing is left to answer."""
+    server = transport = None
+    closing = False
+
+    def complete(self, slot, frame, error=False):
+        slot.frame = frame
+        self.server.stats.record(slot.name, time.perf_counter() - slot.started, error)
+
+    def flush(self):
+        out = []
+        slots = self.slots
+        while slots and slots[0].frame is not None:
+            out.append(slots.popleft().frame)
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
+        if self.closing and not slots and self.transport is not None:
+            self.transport.close()
+
+
+class Connection(OrderedReplies):
     def __init__(self, server):
         self.server = server
         self.decoder = p.FrameDecoder()
@@ -115,25 +138,11 @@ class Connection(asyncio.Protocol):
         self.slots.append(slot)
         self.closing = True
 
-    def complete(self, slot, frame, error=False):
-        slot.frame = frame
-        self.server.stats.record(slot.name, time.perf_counter() - slot.started, error)
-
     def deliver(self, slot, reply, error):
         """The core's reply to the request of slot."""
         self.complete(slot, codec.encode_reply(slot.cmd_id, slot.request_id, reply), error)
         if not self.reading:
             self.flush()
-
-    def flush(self):
-        out = []
-        slots = self.slots
-        while slots and slots[0].frame is not None:
-            out.append(slots.popleft().frame)
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out) if len(out) > 1 else out[0])
-        if self.closing and not slots and self.transport is not None:
-            self.transport.close()
 
     # idle timeout
     def _arm_idle(self, delay=None):
