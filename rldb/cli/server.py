@@ -9,8 +9,8 @@ import time
 import click
 
 import random
-import struct
 
+from rldb.cluster.generation import next_generation
 from rldb.cluster.node import CoreConfig, NodeCore
 from rldb.cluster.store import ObjectStore
 from rldb.errors import RldbError
@@ -24,19 +24,6 @@ def open_node_engine(cfg):
     return open_engine(cfg.storage_engine, path, **cfg.storage_options)
 
 
-def next_generation(store):
-    """The node's restart counter, kept in its own store: grows on every
-    start.  It is at least the time in ms, so that a node whose store was
-    wiped still starts above its last generation: peers only take a member
-    entry with a higher (generation, heartbeat), and would otherwise see the
-    node down until its heartbeat passed the one they remember."""
-    raw = store.get_meta(b"generation")
-    stored = struct.unpack(">Q", raw)[0] if raw and len(raw) == 8 else 0
-    generation = max(stored + 1, int(time.time() * 1000))
-    store.put_meta(b"generation", struct.pack(">Q", generation))
-    return generation
-
-
 def make_core(cfg, engine, now):
     store = ObjectStore(engine, cfg.partitions)
     core_cfg = CoreConfig(
@@ -46,7 +33,7 @@ def make_core(cfg, engine, now):
         sloppy_timeout=cfg.sloppy_timeout_ms / 1000, handoff_rate=cfg.handoff_keys_per_s,
         handoff_batch=cfg.handoff_batch, aae_interval=cfg.aae_interval_ms / 1000,
         aae_rate=cfg.aae_keys_per_s, tombstone_grace=cfg.tombstone_grace_ms / 1000)
-    return NodeCore(core_cfg, store, random.Random(os.urandom(16)), next_generation(store), now)
+    return NodeCore(core_cfg, store, random.Random(os.urandom(16)), next_generation(store, time.time()), now)
 
 
 async def serve(cfg):

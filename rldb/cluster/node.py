@@ -140,6 +140,12 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         """Background work (handoff, anti-entropy) wants a timer call at `at`."""
         self._wake_at = min(self._wake_at, at)
 
+    def summary(self):
+        """What the doors show of the node (RESP INFO and DBSIZE): keys it
+        stores, hints it holds, and its counters."""
+        return {"keys": self.store.live_keys(), "hints_pending": self.hints.pending(),
+                **self.counters}
+
     def replies(self):
         out, self._replies = self._replies, []
         return out
