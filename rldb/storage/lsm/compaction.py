@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 
 from rldb import _core
 from rldb.errors import StorageIOError
+from rldb.storage.directory import fsync_dir
 from rldb.storage.lsm.format import encode_properties, split_internal_key, table_name
 from rldb.storage.lsm.options import NUM_LEVELS
 from rldb.storage.lsm.table import feed
-from rldb.storage.lsm.version import FileMeta, VersionEdit, fsync_dir
+from rldb.storage.lsm.version import FileMeta, VersionEdit
 from rldb._version import __version__
 
 

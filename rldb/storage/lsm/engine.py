@@ -13,40 +13,33 @@ Threading model: any number of threads may call any method at once.
 - Files are deleted only when no live Version (a read in progress holds one)
   names them."""
 import errno
-import fcntl
 import logging
 import os
 import threading
-import time
 
 from rldb import _core
-from rldb._core import KIND_DELETE, KIND_VALUE, Memtable
+from rldb._core import KIND_VALUE, Memtable
 from rldb.errors import ClosedError, CorruptionError, InvalidArgumentError, StorageIOError
-from rldb.storage.engine import (
-    Engine,
-    check_bound,
-    check_key,
-    check_options,
-    check_value,
-    normalize_batch,
-)
+from rldb.storage.directory import fsync_dir, open_directory
+from rldb.storage.engine import Engine, check_bound, check_key, check_options
 from rldb.storage.lsm import compaction as compactions
 from rldb.storage.lsm import scan as scans
-from rldb.storage.lsm.batch import decode_batch, encode_batch
-from rldb.storage.lsm.format import CURRENT, LOCK, log_name, parse_name, table_name
-from rldb.storage.lsm.log import LogWriter, read_log
+from rldb.storage.lsm.format import log_name, parse_name, table_name
+from rldb.storage.lsm.log import LogWriter
 from rldb.storage.lsm.options import DEFAULTS, NUM_LEVELS, validate
+from rldb.storage.lsm.recovery import holds_database, load_state
 from rldb.storage.lsm.table import ReadCounters, Table
 from rldb.storage.lsm.table_cache import TableCache
-from rldb.storage.lsm.version import VersionEdit, VersionSet, fsync_dir
+from rldb.storage.lsm.version import VersionEdit, VersionSet
+from rldb.storage.lsm.write_path import WritePath
 
 log = logging.getLogger("rldb.lsm")
 
-# Memory a memtable entry costs beyond its key and value (node, links, trailer).
-_ENTRY_OVERHEAD = 48
 
+class LSMEngine(WritePath, Engine):
+    """The LSM tree: opening, reads, background flushes and compactions,
+    closing, stats and checks; the write path is WritePath (write_path.py)."""
 
-class LSMEngine(Engine):
     kind = "lsm"
     DEFAULTS = DEFAULTS
 
@@ -74,7 +67,8 @@ class LSMEngine(Engine):
                           "trivial_moves": 0, "stall_seconds": 0.0, "slowdowns": 0,
                           "tombstones_dropped": 0, "versions_dropped": 0}
         self.recovery = {"wal_records": 0, "wal_dropped_bytes": 0}
-        self._open_dir()
+        self._dir_lock = open_directory(self.path, self.kind, opts["create_if_missing"],
+                                        holds_database)
         self._read_counters = ReadCounters()
         self._cache = _core.BlockCache(opts["block_cache_size"])
         self._tables = TableCache(self.path, opts["max_open_files"], self._cache,
@@ -82,7 +76,7 @@ class LSMEngine(Engine):
         try:
             self._recover()
         except BaseException:
-            self._release_lock()
+            self._dir_lock.release()
             raise
         self._worker = None
         if opts["background"]:
@@ -94,69 +88,11 @@ class LSMEngine(Engine):
 
     # ---- opening --------------------------------------------------------------
 
-    def _open_dir(self):
-        if not os.path.isdir(self.path):
-            if not self.options["create_if_missing"]:
-                raise InvalidArgumentError(f"no database in {self.path} (create_if_missing=False)")
-            try:
-                os.makedirs(self.path, exist_ok=True)
-            except OSError as exc:
-                raise StorageIOError(exc.errno, f"cannot create {self.path}: {exc.strerror}") from None
-        self._lock_fd = os.open(os.path.join(self.path, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(self._lock_fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
-                raise StorageIOError(exc.errno, f"{self.path} is in use by another engine") from None
-            raise
-
-    def _release_lock(self):
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
     def _recover(self):
-        names = os.listdir(self.path)
-        parsed = [(parse_name(n), n) for n in names]
-        versions = self._versions = VersionSet(self.path)
-        if CURRENT in names:
-            versions.recover()
-        elif any(p is not None and p[0] != "temp" for p, _ in parsed):
-            raise CorruptionError("CURRENT is missing but the directory holds database files",
-                                  os.path.join(self.path, CURRENT))
-        elif not self.options["create_if_missing"]:
-            raise InvalidArgumentError(f"no database in {self.path} (create_if_missing=False)")
-        # Files a crash left behind (a table written before its manifest edit)
-        # may carry numbers past next_file: never hand those out again.
-        numbers = [p[1] for p, _ in parsed if p is not None]
-        versions.next_file = max([versions.next_file] + [n + 1 for n in numbers])
-        logs = sorted(p[1] for p, _ in parsed
-                      if p is not None and p[0] == "log" and p[1] >= versions.log_number)
-        mem = Memtable(seed=len(logs) + 1)
-        mem_bytes = 0
+        versions, mem, mem_bytes = load_state(
+            self.path, self.options["wal_recovery"] == "strict", self.recovery)
+        self._versions = versions
         last_seq = versions.last_seq
-        for i, number in enumerate(logs):
-            path = os.path.join(self.path, log_name(number))
-            result = read_log(path, strict=self.options["wal_recovery"] == "strict")
-            if result.dropped_bytes:
-                if i != len(logs) - 1:
-                    raise CorruptionError(f"log damaged ({result.reason}) and later logs exist",
-                                          path, result.stopped_at)
-                log.warning("%s: dropped a torn tail of %d bytes at offset %d (%s)", path,
-                            result.dropped_bytes, result.stopped_at, result.reason)
-                self.recovery["wal_dropped_bytes"] += result.dropped_bytes
-            for offset, payload in result.records:
-                try:
-                    seq, ops = decode_batch(payload)
-                except CorruptionError as exc:
-                    raise CorruptionError(str(exc), path, offset) from None
-                if ops:
-                    mem.add_batch(seq, ops)
-                    mem_bytes += sum(len(k) + len(v) for _, k, v in ops)
-                last_seq = max(last_seq, seq + len(ops) - 1)
-                self.recovery["wal_records"] += 1
-        versions.last_seq = last_seq
         edit = VersionEdit(last_seq=last_seq)
         if mem_bytes or mem.usage()[1]:
             number = versions.new_file_number()
@@ -208,114 +144,6 @@ class LSMEngine(Engine):
         metas = compactions.build_tables(merger, [lambda: None], self.path, lambda: number,
                                          self.options, 1 << 62)
         return metas[0] if metas else None
-
-    # ---- writing --------------------------------------------------------------
-
-    def put(self, key, value):
-        if key.__class__ is not bytes or not key:
-            check_key(key)
-        if value.__class__ is not bytes:
-            check_value(value)
-        with self._write_lock:
-            self._before_write()
-            seq = self._last_seq + 1
-            wal = self._wal
-            wal.put(self._state[0], seq, KIND_VALUE, key, value)
-            self._last_seq = seq
-            size = len(key) + len(value)
-            self._mem_bytes += size + _ENTRY_OVERHEAD
-            self._user_bytes += size
-        if self._sync:
-            wal.sync_to(wal.written)
-
-    def delete(self, key):
-        check_key(key)
-        self._write_ops([(KIND_DELETE, key, b"")])
-
-    def write_batch(self, ops):
-        ops = [(KIND_VALUE if kind == "put" else KIND_DELETE, key, value or b"")
-               for kind, key, value in normalize_batch(ops)]
-        if ops:
-            self._write_ops(ops)
-        elif self._closed:
-            raise ClosedError("the engine is closed")
-
-    def _write_ops(self, ops):
-        size = sum(len(k) + len(v) for _, k, v in ops)
-        with self._write_lock:
-            self._before_write()
-            seq = self._last_seq + 1
-            wal = self._wal
-            position = wal.add(encode_batch(seq, ops))
-            self._state[0].add_batch(seq, ops)
-            self._last_seq = seq + len(ops) - 1
-            self._mem_bytes += size + _ENTRY_OVERHEAD * len(ops)
-            self._user_bytes += size
-        if self._sync:
-            wal.sync_to(position)
-
-    def _before_write(self):
-        """With the write lock held: room in the memtable, or a closed engine."""
-        if self._mem_bytes >= self._memtable_limit or self._l0_slow():
-            self._make_room()
-        elif self._closed:
-            raise ClosedError("the engine is closed")
-
-    def _l0_slow(self):
-        return len(self._state[2].levels[0]) >= self._slowdown if self._state else False
-
-    def _make_room(self):
-        """Called with the write lock held: delays or stops the writer while
-        compaction is behind, and swaps in a fresh memtable when it is full."""
-        if self._closed:
-            raise ClosedError("the engine is closed")
-        delayed = False
-        while True:
-            self._raise_bg_error()
-            l0 = len(self._state[2].levels[0])
-            if l0 >= self._slowdown and not delayed and l0 < self.options["l0_stop_trigger"]:
-                # Slow each write a little rather than stop one for seconds.
-                delayed = True
-                self._counters["slowdowns"] += 1
-                started = time.monotonic()
-                self._schedule()
-                time.sleep(0.001)
-                self._counters["stall_seconds"] += time.monotonic() - started
-                continue
-            if self._mem_bytes < self._memtable_limit:
-                return
-            with self._cond:
-                if self._imm is not None or len(self._state[2].levels[0]) >= self.options["l0_stop_trigger"]:
-                    if self._worker is None:
-                        self._cond.release()
-                        try:
-                            self._do_background_work()
-                        finally:
-                            self._cond.acquire()
-                        continue
-                    started = time.monotonic()
-                    self._cond.wait(0.1)
-                    self._counters["stall_seconds"] += time.monotonic() - started
-                    continue
-                self._switch_memtable_locked()
-            self._schedule()
-            return
-
-    def _switch_memtable_locked(self):
-        number = self._versions.new_file_number()
-        new_wal = self._new_wal(number)
-        old_wal = self._wal
-        mem, _, version = self._state
-        self._imm = mem
-        self._wal = new_wal
-        self._mem_bytes = 0
-        self._set_state(Memtable(seed=number), mem, version)
-        old_wal.close(sync=True)
-
-    def flush(self):
-        """Makes every acknowledged write durable (fsync of the log)."""
-        self._check_open()
-        self._wal.sync()
 
     # ---- background work ------------------------------------------------------
 
@@ -567,7 +395,7 @@ class LSMEngine(Engine):
         self._versions.close()
         self._state = self._view = None
         self._tables.clear()
-        self._release_lock()
+        self._dir_lock.release()
 
     def stats(self):
         self._check_open()
