@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import msgpack
 
 from rldb.errors import CorruptionError, StorageIOError
+from rldb.storage.directory import replace_durably
 from rldb.storage.lsm import log
 from rldb.storage.lsm.format import CURRENT, manifest_name
 from rldb.storage.lsm.options import NUM_LEVELS
@@ -171,23 +172,11 @@ class Version:
         _require(len(numbers) == len(set(numbers)), "a file is in two places")
 
 
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_current(dirname, manifest_number):
     """Points CURRENT at a manifest, atomically and durably."""
-    tmp = os.path.join(dirname, f"{manifest_number:06d}.dbtmp.tmp")
-    with open(tmp, "wb") as f:
-        f.write((manifest_name(manifest_number) + "\n").encode())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(dirname, CURRENT))
-    fsync_dir(dirname)
+    replace_durably(os.path.join(dirname, CURRENT),
+                    (manifest_name(manifest_number) + "\n").encode(),
+                    tmp=os.path.join(dirname, f"{manifest_number:06d}.dbtmp.tmp"))
 
 
 def read_current(dirname):
