@@ -23,9 +23,12 @@ def _cdef():
     return "\n".join(keep)
 
 
-SOURCES = sorted(
-    os.path.join("csrc", name) for name in os.listdir(HERE) if name.endswith(".c")
-)
+def _files(suffix):
+    return sorted(os.path.join("csrc", name) for name in os.listdir(HERE) if name.endswith(suffix))
+
+
+SOURCES = _files(".c")
+HEADERS = _files(".h")  # a change to one rebuilds the module too
 
 ffibuilder = FFI()
 ffibuilder.cdef(_cdef())
@@ -33,6 +36,7 @@ ffibuilder.set_source(
     "rldb._rldb_core",
     '#include "rldb.h"',
     sources=SOURCES,
+    depends=HEADERS,
     include_dirs=["csrc"],
     define_macros=[("RLDB_VERSION", '"%s"' % _package_version())],
     extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -1,4 +1,4 @@
-/* Return-code messages and the build version. */
+/* Return-code messages (the bitcask's own codes too) and the build version. */
 #include "rldb.h"
 
 #ifndef RLDB_VERSION
@@ -21,6 +21,11 @@ static const char *const messages[] = {
 const char *rldb_version(void) { return RLDB_VERSION; }
 
 const char *rldb_strerror(int rc) {
+    switch (rc) {
+    case RLDB_BC_ABSENT: return "no such key";
+    case RLDB_BC_CLOSED: return "the engine is closed";
+    case RLDB_BC_HINT_SIZE: return "intact, but written for a data file of another size";
+    }
     if (rc > 0 || rc <= RLDB_ERR_LAST) return "unknown error code";
     return messages[-rc];
 }

@@ -5,35 +5,34 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Little-endian loads and stores: a memcpy, and a byte swap on big-endian CPUs. */
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+#define RLDB_LE64(v) __builtin_bswap64(v)
+#define RLDB_LE32(v) __builtin_bswap32(v)
+#else
+#define RLDB_LE64(v) (v)
+#define RLDB_LE32(v) (v)
+#endif
+
 static inline uint64_t load64le(const uint8_t *p) {
     uint64_t v;
     memcpy(&v, p, 8);
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
+    return RLDB_LE64(v);
 }
 
 static inline uint32_t load32le(const uint8_t *p) {
     uint32_t v;
     memcpy(&v, p, 4);
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap32(v);
-#endif
-    return v;
+    return RLDB_LE32(v);
 }
 
 static inline void store64le(uint8_t *p, uint64_t v) {
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
+    v = RLDB_LE64(v);
     memcpy(p, &v, 8);
 }
 
 static inline void store32le(uint8_t *p, uint32_t v) {
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap32(v);
-#endif
+    v = RLDB_LE32(v);
     memcpy(p, &v, 4);
 }
 
@@ -131,7 +130,7 @@ int rldb__bloom_test_hashes(const uint8_t *filter, size_t filter_len, uint64_t h
 void rldb__bloom_fill(uint8_t *out, size_t out_len, uint32_t bits_per_key,
                       const uint64_t *hashes, size_t count);
 
-/* Block internals shared by table_builder.c, block.c and merge.c. */
+/* Block internals shared by sstable.c, block.c and kway_merge.c. */
 typedef struct {
     const uint8_t *data;      /* block contents, without the trailer */
     size_t len;

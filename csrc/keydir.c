@@ -22,7 +22,8 @@
  * keydir: about 91 + key).  rldb_keydir_get_usage() reports the bytes
  * actually malloc'd.
  *
- * Not thread-safe by itself: csrc/bitcask.c guards it with its locks. */
+ * Not thread-safe by itself: the bitcask store (bitcask_store.c) guards it
+ * with its locks. */
 #include "internal.h"
 
 #define OFF_BITS 20                    /* offset / 4 within a chunk */

@@ -108,49 +108,35 @@ static int random_height(rldb_memtable *mt) {
     }
 }
 
-/* First node >= key; fills prev[] when given. */
-static node *find_ge(const rldb_memtable *mt, const uint8_t *key, size_t klen, node **prev) {
+/* The last node < key (the head when there is none; with key NULL, the last
+ * node); *ge, when given, gets the node after it as read here (the first >=
+ * key, NULL at the end), and prev[], when given, the last node < key at each
+ * level.  One walk for every search: readers run beside a writer, so the
+ * node after the one returned is taken from this walk, not read again. */
+static node *find_lt(const rldb_memtable *mt, const uint8_t *key, size_t klen, node **prev,
+                     node **ge) {
     node *x = mt->head;
     int level = __atomic_load_n(&mt->max_height, __ATOMIC_RELAXED) - 1;
     for (;;) {
         node *next = next_acquire(x, level);
-        if (next && ikey_cmp(node_key(next), next->klen, key, klen) < 0) {
+        if (next && (!key || ikey_cmp(node_key(next), next->klen, key, klen) < 0)) {
             x = next;
         } else {
             if (prev) prev[level] = x;
-            if (level == 0) return next;
+            if (level == 0) {
+                if (ge) *ge = next;
+                return x;
+            }
             level--;
         }
     }
 }
 
-/* Last node < key (the head when there is none). */
-static node *find_lt(const rldb_memtable *mt, const uint8_t *key, size_t klen) {
-    node *x = mt->head;
-    int level = __atomic_load_n(&mt->max_height, __ATOMIC_RELAXED) - 1;
-    for (;;) {
-        node *next = next_acquire(x, level);
-        if (next && ikey_cmp(node_key(next), next->klen, key, klen) < 0) {
-            x = next;
-        } else {
-            if (level == 0) return x;
-            level--;
-        }
-    }
-}
-
-static node *find_last(const rldb_memtable *mt) {
-    node *x = mt->head;
-    int level = __atomic_load_n(&mt->max_height, __ATOMIC_RELAXED) - 1;
-    for (;;) {
-        node *next = next_acquire(x, level);
-        if (next) {
-            x = next;
-        } else {
-            if (level == 0) return x;
-            level--;
-        }
-    }
+/* First node >= key; fills prev[] when given. */
+static node *find_ge(const rldb_memtable *mt, const uint8_t *key, size_t klen, node **prev) {
+    node *ge;
+    find_lt(mt, key, klen, prev, &ge);
+    return ge;
 }
 
 int rldb_memtable_add(rldb_memtable *mt, uint64_t seq, int kind, const uint8_t *key,
@@ -227,13 +213,13 @@ void rldb_memtable_usage(const rldb_memtable *mt, size_t *memory, size_t *count,
     *data_bytes = mt->data_bytes;
 }
 
-/* ---- cursors, for merges (merge.c) and checks ---- */
+/* ---- cursors, for the k-way merge (kway_merge.c) and checks ---- */
 #include "memtable_cursor.h"
 
 void rldb__mt_cursor_first(rldb__mt_cursor *c) { c->n = next_acquire(c->mt->head, 0); }
 
 void rldb__mt_cursor_last(rldb__mt_cursor *c) {
-    node *n = find_last(c->mt);
+    node *n = find_lt(c->mt, NULL, 0, NULL, NULL);
     c->n = n == c->mt->head ? NULL : n;
 }
 
@@ -243,7 +229,7 @@ int rldb__mt_cursor_seek(rldb__mt_cursor *c, const uint8_t *ikey, size_t iklen) 
 }
 
 int rldb__mt_cursor_seek_before(rldb__mt_cursor *c, const uint8_t *ikey, size_t iklen) {
-    node *n = find_lt(c->mt, ikey, iklen);
+    node *n = find_lt(c->mt, ikey, iklen, NULL, NULL);
     c->n = n == c->mt->head ? NULL : n;
     return RLDB_OK;
 }
@@ -252,7 +238,7 @@ void rldb__mt_cursor_next(rldb__mt_cursor *c) { c->n = next_acquire((node *)c->n
 
 void rldb__mt_cursor_prev(rldb__mt_cursor *c) {
     node *cur = c->n;
-    node *n = find_lt(c->mt, node_key(cur), cur->klen);
+    node *n = find_lt(c->mt, node_key(cur), cur->klen, NULL, NULL);
     c->n = n == c->mt->head ? NULL : n;
 }
 

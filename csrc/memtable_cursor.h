@@ -1,4 +1,4 @@
-/* A position in a memtable, for merge.c. */
+/* A position in a memtable, for the k-way merge (kway_merge.c). */
 #ifndef RLDB_MEMTABLE_CURSOR_H
 #define RLDB_MEMTABLE_CURSOR_H
 #include "rldb.h"

@@ -26,10 +26,10 @@ enum rldb_rc {
 
 /* Version of the package this module was built for, e.g. "0.1.0". */
 const char *rldb_version(void);
-/* Message for a return code; never NULL. */
+/* Message for a return code (RLDB_ERR_* and the RLDB_BC_* codes); never NULL. */
 const char *rldb_strerror(int rc);
 
-/* ---- CRC-32C (Castagnoli) ---------------------------------------------- */
+/* ---- checksum: CRC-32C (Castagnoli) (checksum.c) ----------------------- */
 /* crc32c of data appended to a running crc (start with 0). */
 uint32_t rldb_crc32c_extend(uint32_t crc, const uint8_t *data, size_t n);
 /* The two implementations behind rldb_crc32c_extend, for tests. */
@@ -41,7 +41,7 @@ int rldb_crc32c_hw_available(void);
 uint32_t rldb_crc32c_mask(uint32_t crc);
 uint32_t rldb_crc32c_unmask(uint32_t masked);
 
-/* ---- varints (LevelDB / protobuf base-128, at most 10 bytes) ----------- */
+/* ---- varints (LevelDB / protobuf base-128, at most 10 bytes; varint.c) - */
 #define RLDB_VARINT64_MAX 10
 /* Writes v at out (room for RLDB_VARINT64_MAX bytes); returns bytes written. */
 int rldb_varint_encode(uint64_t v, uint8_t *out);
@@ -53,7 +53,7 @@ int rldb_varint_encode_many(const uint64_t *values, size_t count, uint8_t *out,
 int rldb_varint_decode_many(const uint8_t *buf, size_t n, uint64_t *values,
                             size_t max_count, size_t *count, size_t *consumed);
 
-/* ---- bloom filters ------------------------------------------------------ */
+/* ---- bloom filters (bloom.c) -------------------------------------------- */
 /* Keys are passed packed: data holds them back to back, lengths[i] is the
  * length of key i.  A filter is the bit array followed by one byte holding the
  * number of probes. */
@@ -69,7 +69,7 @@ int rldb_bloom_probe_many(const uint8_t *filter, size_t filter_len,
 /* The two 64-bit hashes of a key that the filter uses (tests, tools). */
 void rldb_hash128(const uint8_t *key, size_t len, uint64_t *h1, uint64_t *h2);
 
-/* ---- memtable: a skiplist of internal keys on an arena ------------------ */
+/* ---- memtable: a skiplist of internal keys on an arena (memtable.c) ----- */
 /* Internal key = user key + fixed64 (sequence << 8 | kind); kind 1 is a value,
  * 0 a tombstone.  One writer at a time; readers may run concurrently. */
 typedef struct rldb_memtable rldb_memtable;
@@ -93,7 +93,8 @@ void rldb_memtable_usage(const rldb_memtable *mt, size_t *memory, size_t *count,
                          size_t *data_bytes);
 int rldb_memtable_check(const rldb_memtable *mt);
 
-/* ---- log writer (WAL and MANIFEST framing, LevelDB's log format) ------- */
+/* ---- log writer (WAL and MANIFEST framing, LevelDB's log format;
+ *      log_writer.c) ------------------------------------------------------ */
 typedef struct rldb_log_writer rldb_log_writer;
 /* Appends to fd, which the caller owns; file_size is where the file ends now. */
 rldb_log_writer *rldb_log_writer_new(int fd, uint64_t file_size);
@@ -105,7 +106,7 @@ int rldb_log_put(rldb_log_writer *w, rldb_memtable *mt, uint64_t seq, int kind,
 uint64_t rldb_log_written(const rldb_log_writer *w);
 int rldb_log_errno(const rldb_log_writer *w);
 
-/* ---- SSTable blocks and tables ------------------------------------------ */
+/* ---- SSTable blocks (block.c, snappy.c) and tables (sstable.c) ---------- */
 #define RLDB_BLOCK_TRAILER 5
 #define RLDB_BLOCK_RAW 0
 #define RLDB_BLOCK_SNAPPY 1
@@ -161,7 +162,7 @@ int rldb_tb_seal(rldb_table_builder *tb);
 int rldb_tb_finish(rldb_table_builder *tb, const uint8_t *props, size_t props_len,
                    const uint8_t **file, size_t *file_len);
 
-/* ---- point lookups over the whole tree (reader.c) ----------------------- */
+/* ---- point lookups over the whole tree (point_lookup.c) ----------------- */
 #define RLDB_MAX_LEVELS 7
 #define RLDB_INLINE_VALUE 1024
 #define RLDB_GET_NOT_FOUND 0
@@ -213,7 +214,7 @@ int rldb_get(rldb_memtable *mem, rldb_memtable *imm, rldb_levels *v, rldb_cache 
              const uint8_t *key, size_t klen, uint64_t snapshot, uint32_t resume,
              rldb_get_result *r);
 
-/* ---- k-way merge ---------------------------------------------------------- */
+/* ---- k-way merge (kway_merge.c) -------------------------------------------- */
 #define RLDB_MERGE_SCAN 0
 #define RLDB_MERGE_COMPACT 1
 #define RLDB_MERGE_DONE 0
@@ -278,7 +279,8 @@ int rldb_keydir_next(const rldb_keydir *kd, uint64_t *pos, const uint8_t **key, 
                      rldb_keydir_rec *rec);
 int rldb_keydir_check(const rldb_keydir *kd);
 
-/* Bitcask data files and hint files (bitcask.c; layouts in docs/formats.md).
+/* Bitcask data files and hint files (bitcask_*.c, bitcask_internal.h lists
+ * them; layouts in docs/formats.md).
  * Entry: crc32c u32 | timestamp u64 (us) | key size u32 | value size u32 |
  * flags u8 | key | value.  Hint entry: entry offset u32 | value size u32 |
  * timestamp u32 (seconds) | key size u16 | flags u8 | key; the hint ends with
@@ -368,7 +370,8 @@ int rldb_bc_check_hint(rldb_bitcask *bc, uint32_t slot, const uint8_t *hint, siz
  * offset and the errno of a failed system call (0 if none); 0 if no file. */
 int rldb_bc_last_error(uint32_t *id, uint32_t *rank, uint64_t *offset, int *err);
 
-/* Merge: rewrites the live entries of some immutable files into new files. */
+/* Merge (bitcask_merge.c): rewrites the live entries of some immutable files
+ * into new files. */
 typedef struct {
     uint64_t entries_read, bytes_read, entries_written, bytes_written;
     uint64_t tombstones_kept, tombstones_dropped, moved, skipped;

@@ -1,4 +1,5 @@
-/* CRC-32C (Castagnoli, reflected polynomial 0x82F63B78).
+/* The checksum of every stored structure: CRC-32C (Castagnoli, reflected
+ * polynomial 0x82F63B78), and LevelDB's masked form of it.
  *
  * x86-64 CPUs with SSE4.2 have an instruction for it; everywhere else a
  * slicing-by-8 table does eight bytes per step.  The choice is made once, when

@@ -5,7 +5,7 @@
  *   value out before unlocking, so an eviction never frees a block in use.
  * rldb_table: what a lookup needs of one SSTable, kept in memory: the bloom
  *   filter and the decoded index (last key and handle of every data block).
- * rldb_version: the tables of every level with their key ranges.
+ * rldb_levels: the tables of every level with their key ranges.
  * rldb_get: memtables, then L0 newest first, then one table per level; when
  *   the data block is not cached it returns RLDB_GET_NEED_BLOCK and where to
  *   resume, the caller reads and inserts the block, and calls again. */

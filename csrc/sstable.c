@@ -1,7 +1,8 @@
-/* Building an SSTable in memory: data blocks, a bloom filter over the user
- * keys, a properties block supplied by the caller, an index block and a fixed
- * footer.  Layout in docs/formats.md.  Keys must arrive in strictly increasing
- * internal-key order. */
+/* The SSTable file: building one in memory (data blocks, a bloom filter over
+ * the user keys, a properties block supplied by the caller, an index block
+ * and a fixed footer) and decoding its footer.  Layout in docs/formats.md,
+ * section "SSTable".  Keys must arrive in strictly increasing internal-key
+ * order. */
 #include "internal.h"
 
 typedef struct {
