@@ -304,3 +304,152 @@ def test_redis_py_against_a_three_node_cluster(tmp_path):
         for n in nodes:
             n.stop()
             n.kill()
+
+
+# ---- what the RESP door shares with the native one ---------------------------------------
+
+IDLE_MS = 1000
+
+
+def _resp_socket(port):
+    import socket
+    sock = socket.create_connection(("127.0.0.1", port), 5)
+    sock.settimeout(5)
+    return sock
+
+
+def _read_until_eof(sock, timeout):
+    import socket
+    import time
+    data, deadline = b"", time.monotonic() + timeout
+    while True:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(4096)
+        except ConnectionResetError:
+            return data
+        except socket.timeout:
+            raise AssertionError(f"still open after {timeout} s (read {data!r})") from None
+        if not chunk:
+            return data
+        data += chunk
+
+
+def test_idle_resp_connections_are_closed_and_busy_ones_are_not(tmp_path):
+    import socket
+    import time
+    srv = ServerProcess(tmp_path / "idle", "memory", resp_port=free_port(),
+                        idle_timeout_ms=IDLE_MS)
+    srv.start()
+    port = srv.config["resp_port"]
+    try:
+        silent, partial, busy = _resp_socket(port), _resp_socket(port), _resp_socket(port)
+        partial.sendall(b"*2\r\n$3\r\nGET\r\n")  # half a command
+        start = time.monotonic()
+        checked_early = False
+        while time.monotonic() - start < IDLE_MS / 1000 * 1.6:
+            busy.sendall(b"PING\r\n")
+            assert busy.recv(64) == b"+PONG\r\n"
+            if not checked_early and time.monotonic() - start > IDLE_MS / 1000 * 0.4:
+                for sock in (silent, partial):  # not closed before its time
+                    sock.settimeout(0.02)
+                    with pytest.raises(socket.timeout):
+                        sock.recv(1)
+                checked_early = True
+            time.sleep(0.1)
+        assert checked_early
+        assert _read_until_eof(silent, IDLE_MS / 1000 * 3) == b""
+        assert _read_until_eof(partial, IDLE_MS / 1000 * 3) == b""
+        busy.sendall(b"ECHO still\r\n")  # the busy connection was never closed
+        assert busy.recv(64) == b"$5\r\nstill\r\n"
+        for sock in (silent, partial, busy):
+            sock.close()
+        srv.assert_alive()
+    finally:
+        srv.stop()
+        srv.kill()
+
+
+def test_max_connections_is_one_budget_for_both_doors(tmp_path):
+    from rldb.net import protocol as p
+    from tests.net_helpers import connect, recv_until_eof, stats, wait_for
+    srv = ServerProcess(tmp_path / "full", "memory", resp_port=free_port(), max_connections=2)
+    srv.start()
+    port = srv.config["resp_port"]
+    try:
+        wait_for(lambda: stats(srv.port)["server"]["connections_open"] == 1,
+                 what="the start's probe connections to close")
+
+        def admitted(open_one, ask, answer):
+            """A connection the node answered (the stats one may linger a moment)."""
+            sock = open_one()
+            try:
+                sock.sendall(ask)
+                if sock.recv(64).startswith(answer):
+                    return sock
+            except OSError:
+                pass
+            sock.close()
+            return None
+
+        native = wait_for(lambda: admitted(lambda: connect(srv.port),
+                                           p.encode_frame(p.PING, "n", b""), bytes([p.PING])),
+                          what="a native connection admitted")
+        first = wait_for(lambda: admitted(lambda: _resp_socket(port), b"PING\r\n", b"+PONG"),
+                         what="a RESP connection admitted")
+        # one native and one RESP connection open: the budget of 2 is spent
+        extra = _resp_socket(port)
+        assert recv_until_eof(extra) == b"-ERR max number of clients reached\r\n"
+        extra.close()
+        native.close()
+        first.close()
+        srv.assert_alive()
+    finally:
+        srv.stop()
+        srv.kill()
+
+
+def test_dbsize_and_info_follow_the_keys_of_a_fresh_node(tmp_path):
+    srv = ServerProcess(tmp_path / "count", "memory", resp_port=free_port())
+    srv.start()
+    try:
+        r = redis.Redis(port=srv.config["resp_port"], socket_timeout=10)
+        assert r.dbsize() == 0 and r.info("keyspace")["db0"]["keys"] == 0
+        r.mset({f"k{i}": b"v" for i in range(7)})
+        r.set("k0", b"again")  # an overwrite is no new key
+        assert r.dbsize() == 7
+        assert r.delete("k1", "k2", "nope") == 2
+        assert r.dbsize() == 5
+        info = r.info()
+        assert info["db0"]["keys"] == 5
+        assert info["read_repairs"] == 0 and info["hints_pending"] == 0
+        r.close()
+    finally:
+        srv.stop()
+        srv.kill()
+
+
+class _SummaryOnlyCore:
+    """A core with nothing but summary(): the door must not reach further."""
+
+    def summary(self):
+        return {"keys": 41, "hints_pending": 3, "read_repairs": 9}
+
+
+def test_info_and_dbsize_ask_the_core_for_its_summary():
+    from types import SimpleNamespace
+
+    from rldb.net.config import Config
+    from rldb.net.resp_server import RespConnection, info_text
+    from rldb.net.stats import ServerStats
+    server = SimpleNamespace(core=_SummaryOnlyCore(), stats=ServerStats(), connections=set(),
+                             cfg=Config(resp_port=6400, node_id="n1"), started=0.0)
+    lines = info_text(server, None, 6400).split("\r\n")
+    assert "db0:keys=41,expires=0,avg_ttl=0" in lines
+    assert "hints_pending:3" in lines and "read_repairs:9" in lines
+    assert "tcp_port:6400" in lines and "node_id:n1" in lines
+    assert info_text(server, "keyspace", 6400).split("\r\n")[:2] == \
+        ["# Keyspace", "db0:keys=41,expires=0,avg_ttl=0"]
+    conn = RespConnection(server)
+    assert conn.cmd_dbsize(None, []) == b":41\r\n"
+    assert resp.bulk(info_text(server, "stats", 6400)) == conn.cmd_info(None, [b"stats"])

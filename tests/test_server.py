@@ -5,6 +5,7 @@ Every bad input goes on its own connection; after it a normal request on
 another connection must still work (and the server must still be running)."""
 import asyncio
 import json
+import re
 import signal
 import socket
 import struct
@@ -658,6 +659,10 @@ BAD_CONFIGS = {
     "bad storage_engine": ('{"port": 3001, "storage_engine": "rocksdb"}', "storage_engine"),
     "port as a string": ('{"port": "3001"}', "port"),
     "port out of range": ('{"port": 70000}', "port"),
+    "port 99999": ('{"port": 99999, "storage_engine": "memory"}', "port"),
+    "resp_port out of range": ('{"port": 3001, "resp_port": 70000}', "resp_port"),
+    "unknown engine option": ('{"port": 3001, "storage_engine": "memory", '
+                              '"storage_options": {"colour": 1}}', "storage_options"),
     "negative idle timeout": ('{"port": 3001, "idle_timeout_ms": -5}', "idle_timeout_ms"),
     "max_connections zero": ('{"port": 3001, "max_connections": 0}', "max_connections"),
     "not JSON": ('{"port": 3001,', "JSON"),
@@ -675,9 +680,138 @@ def test_bad_config_stops_the_start_with_one_line(tmp_path, name):
     path.write_text(text)
     result = subprocess.run([tool("rldb-server"), "--config-path", str(path)], capture_output=True,
                             text=True, timeout=30, cwd=str(tmp_path))
-    assert result.returncode != 0
+    assert result.returncode == 2, result  # a bad configuration, like a bad argument
     output = result.stdout + result.stderr
     assert "Traceback" not in output, output
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1, output
     assert key in lines[0], lines[0]
+
+
+# ---- bad arguments and ports that cannot be opened ------------------------------------------
+
+BAD_ARGUMENTS = {
+    "a port option it does not have": ["-p", "99999"],
+    "no --config-path": [],
+    "a bad log level": ["--config-path", "x.json", "--log-level", "loud"],
+    "a directory as the configuration": ["--config-path", "."],
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_ARGUMENTS))
+def test_bad_arguments_to_rldb_server_exit_2_with_one_line(tmp_path, name):
+    result = subprocess.run([tool("rldb-server"), *BAD_ARGUMENTS[name]], capture_output=True,
+                            text=True, timeout=30, cwd=str(tmp_path))
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rldb-server"), result.stderr
+
+
+def _held_and_free_ports():
+    """A port a listening socket of ours holds, and one free now."""
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.bind(("127.0.0.1", 0))
+    held.listen()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    return held, free
+
+
+@pytest.mark.parametrize("taken", ["port", "resp_port"])
+def test_a_port_that_cannot_be_opened_is_named_by_its_own_number(tmp_path, taken):
+    held, free = _held_and_free_ports()
+    with held:
+        busy = held.getsockname()[1]
+        other = "resp_port" if taken == "port" else "port"
+        path = tmp_path / "node.json"
+        path.write_text(json.dumps({taken: busy, other: free, "storage_engine": "memory"}))
+        result = subprocess.run([tool("rldb-server"), "--config-path", str(path)],
+                                capture_output=True, text=True, timeout=30, cwd=str(tmp_path))
+    assert result.returncode == 1, result  # a failure at run time, not a bad argument
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    named = re.findall(r"127\.0\.0\.1:(\d+)", lines[0])
+    assert named == [str(busy)], lines[0]
+    assert f"({taken})" in lines[0], lines[0]
+
+
+# ---- building a node from its configuration ------------------------------------------------
+
+
+def test_build_node_gives_the_core_seconds_and_the_engine_its_directory(tmp_path):
+    from rldb.net.assembly import build_node
+    from rldb.net.config import parse
+    cfg = parse({"port": 3001, "storage_engine": "lsm", "data_dir": str(tmp_path / "d"),
+                 "quorum": {"n": 3, "r": 2, "w": 2}, "heartbeat": {"fanout": 3, "interval": 250},
+                 "request_timeout_ms": 1500, "sloppy_timeout_ms": 200, "aae_interval_ms": 0,
+                 "tombstone_grace_ms": 60_000, "handoff_keys_per_s": 7, "partitions": 16})
+    server = build_node(cfg, now=1000.0)
+    try:
+        core = server.core.cfg
+        assert (core.n, core.r, core.w, core.partitions, core.fanout) == (3, 2, 2, 16, 3)
+        assert (core.gossip_interval, core.request_timeout, core.sloppy_timeout) == \
+            (0.25, 1.5, 0.2)
+        assert (core.aae_interval, core.tombstone_grace, core.handoff_rate) == (0, 60.0, 7)
+        assert core.node_id == core.addr == "127.0.0.1:3001"
+        assert (tmp_path / "d" / "store").is_dir()
+        assert server.engine is not None and server.cfg is cfg
+    finally:
+        server.engine.close()
+
+
+def test_build_node_refuses_an_engine_option_as_a_configuration_error():
+    from rldb.net.assembly import build_node
+    from rldb.net.config import ConfigError, parse
+    cfg = parse({"port": 3001, "storage_engine": "memory", "storage_options": {"colour": 1}})
+    with pytest.raises(ConfigError, match="storage_options: .*colour"):
+        build_node(cfg)
+
+
+# ---- how the network layer's modules depend on each other ----------------------------------
+
+
+def _net_imports():
+    """module name -> the rldb.net modules it imports (at any depth of its code)."""
+    import ast
+    import pathlib
+
+    import rldb
+    graph = {}
+    for path in (pathlib.Path(rldb.__file__).parent / "net").glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        graph[path.stem] = {n.split(".")[2] for n in names
+                            if n.startswith("rldb.net.") and n.count(".") >= 2}
+    return graph
+
+
+def test_the_doors_share_a_base_and_not_each_other():
+    graph = _net_imports()
+    for door, other in (("native_server", "resp_server"), ("resp_server", "native_server")):
+        assert "connection" in graph[door]
+        assert other not in graph[door] and "server" not in graph[door], (door, graph[door])
+    assert {"native_server", "resp_server", "connection"} <= graph["server"]
+
+
+def test_no_import_circle_in_the_network_layer():
+    graph = _net_imports()
+
+    def reach(start):
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph.get(todo.pop(), ()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    circles = sorted(m for m in graph if m in reach(m))
+    assert circles == [], circles

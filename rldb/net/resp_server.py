@@ -5,8 +5,11 @@ A RESP view of a key is one value: GET answers the sibling with the newest
 write timestamp, SET overwrites what the coordinating replica has seen, DEL
 deletes what a read saw.  RLDB.GET and RLDB.PUT give the whole truth:
 every sibling and the context, and a write with a context.  Replies go out
-in the order the commands came, however the core's answers interleave."""
-import collections
+in the order the commands came, however the core's answers interleave.
+
+Ordering, admission against max_connections and the idle timeout come from
+the shared ClientConnection, as for the native door.  What INFO and DBSIZE
+show of the node comes from NodeCore.summary(), not from the core's insides."""
 import logging
 import os
 import time
@@ -14,7 +17,7 @@ import time
 from rldb import __version__
 from rldb.cluster import commands as c
 from rldb.net import resp
-from rldb.net.server import OrderedReplies
+from rldb.net.connection import ClientConnection
 
 log = logging.getLogger("rldb.resp")
 
@@ -31,32 +34,24 @@ class _Slot:
         self.name = name
 
 
-class RespConnection(OrderedReplies):
+class RespConnection(ClientConnection):
+    label = "RESP connection"
+
     def __init__(self, server):
-        self.server = server
+        super().__init__(server)
         self.parser = resp.RespParser()
-        self.slots = collections.deque()
-        self.transport = None
-        self.peer = None
-        self.closing = False
-        self.reading = False
         self.client_name = None
 
     # ---- asyncio callbacks ------------------------------------------------------------------
 
-    def connection_made(self, transport):
-        self.transport = transport
-        self.peer = transport.get_extra_info("peername")
-        if not self.server.admit(self):
-            transport.write(resp.error("ERR max number of clients reached"))
-            transport.close()
-            self.closing = True
-
-    def connection_lost(self, exc):
+    def refuse(self):
+        """Redis's own words, so that clients show the usual error."""
+        self.transport.write(resp.error("ERR max number of clients reached"))
+        self.transport.close()
         self.closing = True
-        self.server.forget(self)
 
     def data_received(self, data):
+        self.touch()
         if self.closing:
             return
         bad = None
@@ -192,10 +187,11 @@ class RespConnection(OrderedReplies):
         return resp.error(f"ERR CONFIG {args[0].decode('latin-1')} is not supported by rldb")
 
     def cmd_info(self, slot, args):
-        return resp.bulk(self.server.resp_info(args[0].decode("latin-1").lower() if args else None))
+        section = args[0].decode("latin-1").lower() if args else None
+        return resp.bulk(info_text(self.server, section, self.server.cfg.resp_port))
 
     def cmd_dbsize(self, slot, args):
-        return resp.integer(self.server.core.store.live_keys())
+        return resp.integer(self.server.core.summary()["keys"])
 
     # -- keys
 
@@ -351,8 +347,10 @@ def _command_info(name):
 
 
 def info_text(server, section, resp_port):
-    """INFO's text: server, clients, stats and keyspace sections."""
+    """INFO's text: server, clients, stats and keyspace sections.  What it
+    says of the node's data comes from core.summary()."""
     stats = server.stats
+    summary = server.core.summary()
     sections = {
         "server": [("redis_version", "7.0.0"), ("rldb_version", __version__),
                    ("redis_mode", "standalone"), ("process_id", os.getpid()),
@@ -364,9 +362,9 @@ def info_text(server, section, resp_port):
                   ("total_commands_processed", sum(s.count for s in stats.commands.values())),
                   ("rejected_connections", stats.connections_refused),
                   ("protocol_errors", stats.protocol_errors),
-                  ("read_repairs", server.core.counters["read_repairs"]),
-                  ("hints_pending", server.core.hints.pending())],
-        "keyspace": [("db0", f"keys={server.core.store.live_keys()},expires=0,avg_ttl=0")],
+                  ("read_repairs", summary["read_repairs"]),
+                  ("hints_pending", summary["hints_pending"])],
+        "keyspace": [("db0", f"keys={summary['keys']},expires=0,avg_ttl=0")],
     }
     wanted = list(sections) if section in (None, "all", "default", "everything") else [section]
     lines = []
