@@ -133,6 +133,33 @@ def test_cli_bad_context_is_a_usage_error(server):
     assert "context" in result.stderr
 
 
+BAD_CLI_ARGUMENTS = {
+    "port out of range": (["get", "-p", "99999", "-k", "a"], "--port"),
+    "port not a number": (["get", "-p", "abc", "-k", "a"], "--port"),
+    "port zero": (["ping", "-p", "0"], "--port"),
+    "no port": (["get", "-k", "a"], "--port"),
+    "no key": (["get", "-p", "3001"], "--key"),
+    "bad hex context": (["put", "-p", "3001", "-k", "k", "-v", "v", "-c", "xyz"], "context"),
+    "odd-length hex context": (["delete", "-p", "3001", "-k", "k", "-c", "abc"], "context"),
+    "zero timeout": (["--timeout", "0", "ping", "-p", "3001"], "--timeout"),
+    "negative partition": (["repair", "-p", "3001", "--partition", "-1"], "--partition"),
+    "unknown command": (["fetch", "-p", "3001"], "fetch"),
+    "unknown option": (["ping", "-p", "3001", "--colour"], "--colour"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_CLI_ARGUMENTS))
+def test_cli_bad_arguments_exit_2_with_one_line(name):
+    """Bad arguments never reach a node (port 3001 need not be listening)."""
+    args, named = BAD_CLI_ARGUMENTS[name]
+    result = run_cli(*args)
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("rldb-client") and named in lines[0], lines[0]
+
+
 # ---- the blocking Client -------------------------------------------------------------------
 
 

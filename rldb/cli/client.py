@@ -1,12 +1,13 @@
 """rldb-client: talk to a node from a shell.  Mirrors the original rldb CLI
 (ping, get, put, join-cluster with -p PORT) and adds delete, cluster-state and
 stats.  Output is JSON; --pretty indents it.  A failure prints one line and
-exits 1."""
+exits 1; a bad argument prints one line and exits 2."""
 import json
 import sys
 
 import click
 
+from rldb.cli.usage import Group
 from rldb.errors import RldbError
 from rldb.net.client import Client
 
@@ -41,19 +42,47 @@ def _context(hex_text):
     try:
         return bytes.fromhex(hex_text)
     except ValueError:
-        raise click.BadParameter("the context is the hex string a get printed") from None
+        raise click.BadParameter("the context is the hex string a get printed",
+                                 param_hint="'-c' / '--context'") from None
+
+
+class _Port(click.ParamType):
+    """A TCP port, 1..65535 (a larger number would fail deep in the socket
+    layer instead of here, as a bad argument)."""
+    name = "port"
+
+    def convert(self, value, param, ctx):
+        try:
+            port = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a port number (1..65535)", param, ctx)
+        if not 1 <= port <= 65535:
+            self.fail(f"{port} is not a port number (1..65535)", param, ctx)
+        return port
+
+
+def _at_least(low, exclusive=False):
+    """An option callback: the number must be >= low (> low if exclusive)."""
+    def check(ctx, param, value):
+        if value is not None and (value <= low if exclusive else value < low):
+            raise click.BadParameter(f"must be {'more than' if exclusive else 'at least'} {low}, "
+                                     f"not {value}")
+        return value
+    return check
 
 
 def port_option(command):
     """-p PORT, plus --pretty accepted after the command name too."""
     command = click.option("--pretty", "pretty_here", is_flag=True,
                            help="indented, readable output")(command)
-    return click.option("-p", "--port", type=int, required=True, help="the node's port")(command)
+    return click.option("-p", "--port", type=_Port(), required=True,
+                        help="the node's port")(command)
 
 
-@click.group()
+@click.group("rldb-client", cls=Group)
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--timeout", default=5.0, show_default=True, help="seconds to wait for a reply")
+@click.option("--timeout", default=5.0, show_default=True, help="seconds to wait for a reply",
+              callback=_at_least(0, exclusive=True))
 @click.option("--pretty", is_flag=True, help="indented, readable output")
 @click.pass_context
 def main(ctx, host, timeout, pretty):
@@ -179,7 +208,8 @@ def ring_cmd(ctx, port, pretty_here):
 
 @main.command()
 @port_option
-@click.option("--partition", type=int, default=None, help="only this partition")
+@click.option("--partition", type=int, default=None, callback=_at_least(0),
+              help="only this partition")
 @click.option("--rebuild", is_flag=True, help="rebuild the hash trees from a scan first")
 @click.pass_context
 def repair(ctx, port, partition, rebuild, pretty_here):
