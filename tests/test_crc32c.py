@@ -4,7 +4,8 @@ import random
 import crcmod.predefined
 import pytest
 
-from rldb import _core
+from rldb._core.checksum import (HW_CRC32C, crc32c, crc32c_hardware, crc32c_software, mask_crc,
+                                 unmask_crc)
 from rldb.errors import NotSupportedError
 
 reference = crcmod.predefined.mkPredefinedCrcFun("crc-32c")
@@ -19,9 +20,9 @@ VECTORS = [
     (bytes(range(31, -1, -1)), 0x113FDB5C),  # descending
 ]
 
-IMPLEMENTATIONS = [_core.crc32c, _core.crc32c_software]
-if _core.HW_CRC32C:
-    IMPLEMENTATIONS.append(_core.crc32c_hardware)
+IMPLEMENTATIONS = [crc32c, crc32c_software]
+if HW_CRC32C:
+    IMPLEMENTATIONS.append(crc32c_hardware)
 
 
 @pytest.mark.parametrize("impl", IMPLEMENTATIONS, ids=lambda f: f.__name__)
@@ -51,25 +52,25 @@ def test_extend_equals_whole(impl):
 
 def test_hardware_path_is_reported_honestly():
     data = b"hello world" * 10
-    if _core.HW_CRC32C:
-        assert _core.crc32c_hardware(data) == reference(data)
+    if HW_CRC32C:
+        assert crc32c_hardware(data) == reference(data)
     else:
         with pytest.raises(NotSupportedError):
-            _core.crc32c_hardware(data)
+            crc32c_hardware(data)
 
 
 def test_accepts_bytes_like():
     data = b"123456789"
-    assert _core.crc32c(bytearray(data)) == _core.crc32c(memoryview(data)) == 0xE3069283
+    assert crc32c(bytearray(data)) == crc32c(memoryview(data)) == 0xE3069283
 
 
 def test_mask_round_trip_and_differs():
     rng = random.Random(3)
     for _ in range(1000):
         crc = rng.getrandbits(32)
-        masked = _core.mask_crc(crc)
-        assert _core.unmask_crc(masked) == crc
-    assert _core.mask_crc(0xE3069283) != 0xE3069283
+        masked = mask_crc(crc)
+        assert unmask_crc(masked) == crc
+    assert mask_crc(0xE3069283) != 0xE3069283
     # LevelDB: mask(crc) = rotr15(crc) + 0xa282ead8
     crc = 0xE3069283
-    assert _core.mask_crc(crc) == ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+    assert mask_crc(crc) == ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF

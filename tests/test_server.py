@@ -16,7 +16,7 @@ import time
 import msgpack
 import pytest
 
-from rldb._core import crc32c
+from rldb._core.checksum import crc32c
 from rldb.cluster import commands as c
 from rldb.errors import ConnectionLostError
 from rldb.net import protocol as p

@@ -18,7 +18,7 @@ import json
 import os
 import re
 
-from rldb._core import crc32c
+from rldb._core.checksum import crc32c
 from rldb.errors import CorruptionError
 
 LOCK = "LOCK"

@@ -1,7 +1,7 @@
 """Options of the Bitcask engine and their defaults.
 
 Every option can be passed to open_engine("bitcask", path, **options)."""
-from rldb._core import BC_MAX_FILE_SIZE
+from rldb._core.bitcask import BC_MAX_FILE_SIZE
 from rldb.errors import InvalidArgumentError
 
 DEFAULTS = {

@@ -4,7 +4,8 @@ fixed64 first sequence | fixed32 count | count x (kind byte, varint key length,
 key, and for a put: varint value length, value).  Op i has sequence first + i."""
 import struct
 
-from rldb._core import KIND_DELETE, KIND_VALUE, decode_varint, encode_varint
+from rldb._core.memtable import KIND_DELETE, KIND_VALUE
+from rldb._core.varint import decode_varint, encode_varint
 from rldb.errors import CorruptionError
 
 _HEAD = struct.Struct("<QI")

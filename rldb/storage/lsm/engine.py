@@ -18,7 +18,7 @@ import os
 import threading
 
 from rldb import _core
-from rldb._core import KIND_VALUE, Memtable
+from rldb._core.memtable import KIND_VALUE, Memtable
 from rldb.errors import ClosedError, CorruptionError, InvalidArgumentError, StorageIOError
 from rldb.storage.directory import fsync_dir, open_directory
 from rldb.storage.engine import Engine, check_bound, check_key, check_options

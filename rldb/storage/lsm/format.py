@@ -7,7 +7,7 @@ import struct
 
 import msgpack
 
-from rldb._core import KIND_DELETE, KIND_VALUE, MAX_SEQUENCE  # noqa: F401  (re-exported)
+from rldb._core.memtable import KIND_DELETE, KIND_VALUE, MAX_SEQUENCE  # noqa: F401  (re-exported)
 from rldb.errors import CorruptionError
 
 TABLE_MAGIC = 0x3130747373626472  # "rdbsst01" little-endian; checked in C

@@ -10,7 +10,8 @@ import os
 import struct
 import threading
 
-from rldb._core import LogFramer, crc32c, unmask_crc
+from rldb._core.checksum import crc32c, unmask_crc
+from rldb._core.log_writer import LogFramer
 from rldb.errors import CorruptionError, StorageIOError
 
 BLOCK_SIZE = 32768

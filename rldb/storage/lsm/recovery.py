@@ -7,7 +7,7 @@ and a new log (engine.py, LSMEngine._recover)."""
 import logging
 import os
 
-from rldb._core import Memtable
+from rldb._core.memtable import Memtable
 from rldb.errors import CorruptionError
 from rldb.storage.lsm.batch import decode_batch
 from rldb.storage.lsm.format import CURRENT, log_name, parse_name

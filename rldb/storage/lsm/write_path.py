@@ -9,7 +9,7 @@ _wal, _state, _last_seq, _mem_bytes, _user_bytes, _cond, _imm, _versions and
 the background-work methods."""
 import time
 
-from rldb._core import KIND_DELETE, KIND_VALUE, Memtable
+from rldb._core.memtable import KIND_DELETE, KIND_VALUE, Memtable
 from rldb.errors import ClosedError
 from rldb.storage.engine import check_key, check_value, normalize_batch
 from rldb.storage.lsm.batch import encode_batch

@@ -1,0 +1,39 @@
+"""The compiled C core (csrc/) seen from Python: one module per concept,
+named as its C file, each wrapping that file's part of csrc/rldb.h.
+
+    loader         the only importer of the native module rldb._rldb_core:
+                   refuses a stale build; check(), C status -> rldb.errors
+    checksum       CRC-32C and its masked form           csrc/checksum.c
+    varint         base-128 varints                       csrc/varint.c
+    bloom          bloom filters                          csrc/bloom.c
+    memtable       the skiplist of internal keys          csrc/memtable.c
+    log_writer     the WAL/MANIFEST log format, written   csrc/log_writer.c
+    block          SSTable blocks and a table's index     csrc/block.c
+    snappy         block compression                      csrc/snappy.c
+    sstable        building a table, its footer           csrc/sstable.c
+    kway_merge     the merge behind scans and compactions csrc/kway_merge.c
+    point_lookup   block cache, levels, the lookup        csrc/point_lookup.c
+    keydir         the Bitcask keydir on its own          csrc/keydir.c
+    bitcask        the Bitcask store                      csrc/bitcask_*.c
+    bitcask_merge  a Bitcask merge                        csrc/bitcask_merge.c
+
+Import names from the concept module (from rldb._core.bloom import
+bloom_build).  Importing this package loads the native module, so a build
+made for another version is refused here.  The flat names of the single
+module this package replaces (rldb._core.crc32c, ...) still resolve, through
+__getattr__, for code not yet moved to the concept modules."""
+import importlib
+
+from rldb._core import loader  # noqa: F401  (loads and checks the build)
+
+CONCEPTS = ("checksum", "varint", "bloom", "memtable", "log_writer", "block", "snappy",
+            "sstable", "kway_merge", "point_lookup", "keydir", "bitcask", "bitcask_merge")
+
+
+def __getattr__(name):
+    for concept in ("loader",) + CONCEPTS:
+        module = importlib.import_module(f"rldb._core.{concept}")
+        if name in module.__all__:
+            value = globals()[name] = getattr(module, name)  # found once, then plain
+            return value
+    raise AttributeError(f"module 'rldb._core' has no attribute {name!r}")
