@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-BUILD_INPUTS := pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h csrc/*.py) rldb/_version.py
+BUILD_INPUTS := pyproject.toml setup.py csrc $(wildcard csrc/*.c csrc/*.h csrc/*.py) rldb/_version.py
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
