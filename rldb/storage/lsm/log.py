@@ -101,6 +101,7 @@ class LogReadResult:
         self.dropped_bytes = 0
         self.stopped_at = None
         self.reason = None
+        self.intact_after = False  # intact records follow the damage: not a torn tail
 
 
 def _parse(data, start):
@@ -195,10 +196,20 @@ def read_log(path, strict=True):
     for offset, payload in _parse(data, 0):
         if offset is None:
             stop, check_from, reason = payload
-            if strict and _intact_data_after(data, check_from):
+            result.intact_after = _intact_data_after(data, check_from)
+            if strict and result.intact_after:
                 raise CorruptionError(f"log damaged ({reason}) before intact records", path, stop)
             result.stopped_at, result.reason = stop, reason
             result.dropped_bytes = len(data) - stop
             break
         result.records.append((offset, payload))
     return result
+
+
+def check_tail_is_last(path, result, last):
+    """Of a run of write-ahead logs replayed in order, only the last may have
+    lost a tail: a crash tears only the log being written, so a dropped tail
+    in an earlier one is damage (CorruptionError), whatever wal_recovery says."""
+    if result.dropped_bytes and not last:
+        raise CorruptionError(f"log damaged ({result.reason}) and later logs exist",
+                              path, result.stopped_at)

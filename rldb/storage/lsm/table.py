@@ -4,19 +4,73 @@ Opening a table reads and verifies its footer, filter, properties and index
 and keeps them in memory (for Python and, as a TableMeta, for the C lookup
 path).  Data blocks are read on demand and verified on every read.  The file
 descriptor comes from a bounded FileCache, so a database of many tables keeps
-at most max_open_files descriptors."""
+at most max_open_files descriptors.
+
+What a table holds is public here (footer, filter, index, blocks) so that the
+inspection and verification tools read it the way lookups do."""
 import os
+import struct
 import threading
 import weakref
 from collections import OrderedDict
+from dataclasses import dataclass
 
 from rldb import _core
 from rldb.errors import CorruptionError, NotSupportedError, StorageIOError
-from rldb.storage.lsm.format import decode_properties, ikey_compare
+from rldb.storage.lsm.format import TABLE_MAGIC, decode_properties, ikey_compare
 
 FOOTER_SIZE = _core.FOOTER_SIZE
 BLOCK_TRAILER = _core.BLOCK_TRAILER
 READAHEAD = 256 << 10  # bytes read at once by sequential block reads
+# The footer as the C table builder writes it: three (offset, size) handles,
+# the format version, the masked CRC-32C of the 52 bytes before it, the magic.
+# The C decoder checks it; this only names its fields.
+_FOOTER = struct.Struct("<6QIIQ")
+MAGIC = struct.pack("<Q", TABLE_MAGIC)
+COMPRESSIONS = {_core.BLOCK_RAW: "raw", _core.BLOCK_SNAPPY: "snappy"}  # a trailer's type byte
+
+
+@dataclass(frozen=True)
+class BlockHandle:
+    offset: int
+    size: int   # as stored, without its trailer
+
+
+@dataclass(frozen=True)
+class Footer:
+    """The last FOOTER_SIZE bytes of a table, field by field."""
+    filter: BlockHandle
+    properties: BlockHandle
+    index: BlockHandle
+    format_version: int
+    checksum: int   # masked CRC-32C
+    magic: bytes
+
+    @classmethod
+    def unpack(cls, raw):
+        f = _FOOTER.unpack(raw)
+        return cls(BlockHandle(f[0], f[1]), BlockHandle(f[2], f[3]), BlockHandle(f[4], f[5]),
+                   f[6], f[7], bytes(raw[-len(MAGIC):]))
+
+
+def not_a_table(path):
+    """Why the regular file at path is no table at all (shorter than a footer,
+    or not ending in the magic), or None.  A damaged table still ends in the
+    magic, so this tells "not a table" from "a corrupt table"."""
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "empty file, not an SSTable"
+        if size < FOOTER_SIZE:
+            return f"not an SSTable ({size} bytes, shorter than the {FOOTER_SIZE}-byte footer)"
+        with open(path, "rb") as f:
+            f.seek(size - len(MAGIC))
+            tail = f.read(len(MAGIC))
+    except OSError as exc:
+        raise StorageIOError(exc.errno, f"cannot read {path}: {exc.strerror}") from None
+    if tail != MAGIC:
+        return f'not an SSTable (it does not end with the magic "{MAGIC.decode()}")'
+    return None
 
 
 class OpenFile:
@@ -99,9 +153,12 @@ class Table:
             raise CorruptionError(f"bad footer ({exc})", self.path,
                                   self.file_size - FOOTER_SIZE) from None
         except NotSupportedError:
-            raise NotSupportedError(f"{self.path}: table format version is not "
-                                    f"{_core.TABLE_FORMAT}; a newer rldb wrote it") from None
+            version = Footer.unpack(footer).format_version
+            raise NotSupportedError(f"{self.path}: table format version {version} is not "
+                                    f"supported (this rldb reads version {_core.TABLE_FORMAT})"
+                                    ) from None
         self.handles = handles
+        self.footer = Footer.unpack(footer)
         self.filter = self.read_block(handles[0], handles[1])
         if self.filter and not (len(self.filter) >= 2 and 1 <= self.filter[-1] <= 30):
             raise CorruptionError("bloom filter block is malformed", self.path, handles[0])
@@ -154,7 +211,24 @@ class Table:
             raise CorruptionError(str(exc), self.path, offset) from None
 
     def block(self, i):
+        """Data block i's contents, verified and decompressed."""
         return self.read_block(*self.index.handles[i])
+
+    def block_compression(self, i):
+        """How data block i is stored ("raw", "snappy"), from its trailer's
+        type byte; the block itself is not verified."""
+        offset, size = self.index.handles[i]
+        kind = self._pread(offset + size, 1)[0]
+        return COMPRESSIONS.get(kind, f"type-{kind}")
+
+    @property
+    def filter_probes(self):
+        """The bloom filter's probe count (its last byte); 0 without a filter."""
+        return self.filter[-1] if self.filter else 0
+
+    @property
+    def filter_bits(self):
+        return max(len(self.filter) - 1, 0) * 8
 
     def get(self, key, snapshot):
         """None, or (kind, value) of key's newest version <= snapshot."""
@@ -205,15 +279,19 @@ class Table:
                 offset, size = handles[i]
                 yield offset, data[offset - base:offset - base + size + BLOCK_TRAILER]
 
+    def block_entries(self, i, check_order=False):
+        """The (internal key, value) pairs of data block i, the block verified."""
+        block = self.block(i)
+        try:
+            return _core.decode_block(block, check_order)
+        except CorruptionError as exc:
+            raise CorruptionError(f"bad data block {i} ({exc})", self.path,
+                                  self.index.handles[i][0]) from None
+
     def entries(self, check_order=False):
         """Every (internal key, value) in order, every block verified."""
         for i in range(self.index.count):
-            offset, _ = self.index.handles[i]
-            block = self.block(i)
-            try:
-                yield from _core.decode_block(block, check_order)
-            except CorruptionError as exc:
-                raise CorruptionError(f"bad data block ({exc})", self.path, offset) from None
+            yield from self.block_entries(i, check_order)
 
     def verify(self):
         """Reads every block and checks checksums, key order, the index and the
@@ -222,11 +300,7 @@ class Table:
         previous = None
         for i in range(self.index.count):
             offset, _ = self.index.handles[i]
-            block = self.block(i)
-            try:
-                entries = _core.decode_block(block, True)
-            except CorruptionError as exc:
-                raise CorruptionError(f"bad data block {i} ({exc})", self.path, offset) from None
+            entries = self.block_entries(i, True)
             if not entries:
                 raise CorruptionError(f"data block {i} is empty", self.path, offset)
             if previous is not None and ikey_compare(previous, entries[0][0]) >= 0:

@@ -10,7 +10,7 @@ import bisect
 import os
 import threading
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import msgpack
 
@@ -98,6 +98,9 @@ class VersionEdit:
         for _, meta in self.added:
             if not all(isinstance(x, int) and x >= 0 for x in (meta.number, meta.size, meta.entries)):
                 raise CorruptionError(f"version edit adds a malformed file {meta!r}")
+        for _, number in self.deleted:
+            if not isinstance(number, int):
+                raise CorruptionError(f"version edit deletes a malformed file number {number!r}")
 
 
 class Version:
@@ -199,6 +202,57 @@ def read_current(dirname):
     return name[:-1]
 
 
+@dataclass
+class ManifestState:
+    """What a MANIFEST says: the version its edits build and the counters."""
+    path: str
+    number: int
+    read: log.LogReadResult     # its records, and where a torn tail was dropped
+    version: Version = field(default_factory=Version)
+    log_number: int = 0
+    next_file: int = 2
+    last_seq: int = 0
+    compact_pointers: dict = field(default_factory=dict)
+
+
+def replay_manifest(dirname, observe=None):
+    """Replays the MANIFEST that CURRENT names, as opening the database does
+    (and as verification does, so both refuse the same files): a torn tail is
+    an edit that never completed and is dropped; any other damage raises
+    CorruptionError naming the file and offset.  observe(state, offset, edit),
+    when given, sees each edit and the state before it."""
+    name = read_current(dirname)
+    path = os.path.join(dirname, name)
+    if not os.path.exists(path):
+        raise CorruptionError(f"CURRENT names {name}, which does not exist", path)
+    result = log.read_log(path)
+    if not result.records:
+        raise CorruptionError("manifest holds no version record", path, 0)
+    state = ManifestState(path, int(name.split("-")[1]), result)
+    seen_base = False
+    for offset, payload in result.records:
+        try:
+            edit = VersionEdit.decode(payload)
+        except CorruptionError as exc:
+            raise CorruptionError(str(exc), path, offset) from None
+        if observe is not None:
+            observe(state, offset, edit)
+        seen_base = seen_base or edit.next_file is not None
+        state.version = state.version.apply(edit)
+        for counter in VersionEdit.FIELDS:
+            if getattr(edit, counter) is not None:
+                setattr(state, counter, getattr(edit, counter))
+        for level, key in edit.compact_pointers:
+            state.compact_pointers[level] = key
+    if not seen_base:
+        raise CorruptionError("manifest lacks its base record", path, 0)
+    try:
+        state.version.check()
+    except CorruptionError as exc:
+        raise CorruptionError(f"manifest describes an impossible version ({exc})", path) from None
+    return state
+
+
 class VersionSet:
     """The current Version, the counters, and the MANIFEST they are logged to."""
 
@@ -227,39 +281,14 @@ class VersionSet:
 
     def recover(self):
         """Loads the state from CURRENT and its manifest."""
-        name = read_current(self.dirname)
-        path = os.path.join(self.dirname, name)
-        if not os.path.exists(path):
-            raise CorruptionError(f"CURRENT names {name}, which does not exist", path)
-        result = log.read_log(path)
-        if not result.records:
-            raise CorruptionError("manifest holds no version record", path, 0)
-        # A torn last record is an edit that never completed (it was not yet
-        # synced); anything else damaged raised in read_log.
-        self.torn_tail = result.dropped_bytes
-        version = Version()
-        seen_base = False
-        for offset, payload in result.records:
-            try:
-                edit = VersionEdit.decode(payload)
-            except CorruptionError as exc:
-                raise CorruptionError(str(exc), path, offset) from None
-            seen_base = seen_base or edit.next_file is not None
-            version = version.apply(edit)
-            for field in VersionEdit.FIELDS:
-                if getattr(edit, field) is not None:
-                    setattr(self, field, getattr(edit, field))
-            for level, key in edit.compact_pointers:
-                self.compact_pointers[level] = key
-        if not seen_base:
-            raise CorruptionError("manifest lacks its base record", path, 0)
-        try:
-            version.check()
-        except CorruptionError as exc:
-            raise CorruptionError(f"manifest describes an impossible version ({exc})", path) from None
-        self.manifest_number = int(name.split("-")[1])
-        self._install(version)
-        return result
+        state = replay_manifest(self.dirname)
+        self.torn_tail = state.read.dropped_bytes
+        self.log_number, self.next_file, self.last_seq = \
+            state.log_number, state.next_file, state.last_seq
+        self.compact_pointers.update(state.compact_pointers)
+        self.manifest_number = state.number
+        self._install(state.version)
+        return state.read
 
     def _install(self, version):
         self.current = version
