@@ -266,7 +266,7 @@ def test_every_immutable_file_has_a_hint(tmp_path):
     names = set(os.listdir(tmp_path))
     data = [n for n in names if n.endswith(".data")]
     assert len(data) > 20
-    active = db._active.data_name()
+    active = db._files.active.data_name()
     for name in data:
         if name != active:
             assert name[:-5] + ".hint" in names, name
@@ -590,7 +590,7 @@ def test_sync_preallocation_is_cut_at_close(tmp_path):
     db = bitcask(tmp_path, sync=True, max_file_size=1 << 20)
     for i in range(100):
         db.put(b"k%03d" % i, b"v" * 50)
-    active = tmp_path / db._active.data_name()
+    active = tmp_path / db._files.active.data_name()
     assert active.stat().st_size > 100 * (21 + 4 + 50)  # zeros ahead of the entries
     db.check()
     db.close()

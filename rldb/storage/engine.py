@@ -125,7 +125,7 @@ class Engine(ABC):
 
     @abstractmethod
     def check(self):
-        """Verify every invariant and checksum; raise on the first fault."""
+        """Verify every invariant and checksum; raise CorruptionError on the first fault."""
 
     def __enter__(self):
         return self

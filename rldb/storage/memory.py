@@ -7,6 +7,7 @@ import threading
 
 from sortedcontainers import SortedDict
 
+from rldb.errors import CorruptionError
 from rldb.storage.engine import (
     Engine,
     check_bound,
@@ -131,7 +132,10 @@ class MemoryEngine(Engine):
         if self._data is None:
             raise_closed()
         with self._lock:
-            self._data._check()  # sortedcontainers' own invariants
+            try:
+                self._data._check()  # sortedcontainers' own invariants (it asserts)
+            except AssertionError as exc:
+                raise CorruptionError(f"the sorted dict breaks its invariants ({exc!r})") from None
             for key, value in self._data.items():
                 if key.__class__ is not bytes or not key or value.__class__ is not bytes:
-                    raise AssertionError(f"bad entry {key!r}: {value!r}")
+                    raise CorruptionError(f"bad entry {key!r}: {value!r}")

@@ -1,5 +1,5 @@
-"""Names of the files in a Bitcask directory, and the small helpers that write
-them durably (docs/formats.md, section "Bitcask").
+"""Names of the files in a Bitcask directory, and the small helpers that read,
+delete and write them (docs/formats.md, section "Bitcask").
 
     RRRRRRRRRR-IIIIIIIIII.data   a data file: rank R, id I (10 decimal digits each)
     RRRRRRRRRR-IIIIIIIIII.hint   its hint file
@@ -9,6 +9,7 @@ them durably (docs/formats.md, section "Bitcask").
     MERGE                        a committed merge whose inputs may not all be
                                  deleted yet: finished on open
     LOCK                         flock(LOCK_EX) while an engine has the directory
+                                 (rldb/storage/directory.py)
 
 Ids are unique and never reused.  The rank orders files for recovery (a later
 (rank, id, offset) wins): a file the writer creates has rank = id; a merge
@@ -20,8 +21,8 @@ import re
 
 from rldb._core.checksum import crc32c
 from rldb.errors import CorruptionError
+from rldb.storage.directory import replace_durably
 
-LOCK = "LOCK"
 MERGE = "MERGE"
 TMP = ".tmp"
 _NAME = re.compile(r"^(\d{10})-(\d{10})\.(data|hint)$")
@@ -43,14 +44,6 @@ def parse_name(name):
     return int(m.group(1)), int(m.group(2)), m.group(3)
 
 
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def read_file(path):
     with open(path, "rb", buffering=0) as f:
         return f.read()
@@ -68,15 +61,8 @@ def write_manifest(dirname, inputs, outputs):
     data files, then its CRC-32C in hex; written to MERGE.tmp, fsynced, renamed
     over MERGE, and the directory fsynced."""
     body = json.dumps({"inputs": sorted(inputs), "outputs": sorted(outputs)}).encode()
-    tmp = os.path.join(dirname, MERGE + TMP)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, body + b"\n%08x\n" % crc32c(body))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, os.path.join(dirname, MERGE))
-    fsync_dir(dirname)
+    replace_durably(os.path.join(dirname, MERGE), body + b"\n%08x\n" % crc32c(body),
+                    tmp=os.path.join(dirname, MERGE + TMP))
 
 
 def read_manifest(dirname):

@@ -32,8 +32,7 @@ import os
 
 from rldb.errors import CorruptionError
 from rldb.storage.bitcask import files as fs
-
-ACTIVE, IMMUTABLE, OUTPUT = "active", "immutable", "output"
+from rldb.storage.directory import fsync_dir
 
 
 class MergeAborted(Exception):
@@ -63,31 +62,37 @@ def pick_inputs(immutable, infos, options, full):
     return sorted(chosen, key=lambda f: (f.rank, f.id))
 
 
-def run_merge(engine, full=False):
-    """One merge; the stats of the C merge, or None when nothing needed one.
-    Called with engine._merge_lock held."""
-    bc = engine._bc
-    with engine._files_lock:
-        immutable = sorted((f for f in engine._files.values() if f.state == IMMUTABLE),
-                           key=lambda f: (f.rank, f.id))
-    infos = {info["slot"]: info for info in bc.files()}
-    inputs = pick_inputs(immutable, infos, engine.options, full)
+def _no_hook(step):
+    pass
+
+
+def run_merge(files, options, full=False, stopping=lambda: False, hook=None,
+              keydir_uncertain=lambda: None):
+    """One merge of the data files in files (a DataFiles); the stats of the C
+    merge, or None when nothing needed one.  The caller runs one merge at a
+    time.  stopping(): True once the engine closes (the merge then raises
+    MergeAborted before its commit); hook(step): called after each step (tests
+    crash there); keydir_uncertain(): called when the commit in memory failed,
+    after which the keydir may point into the outputs, so merging must stop."""
+    bc = files.bc
+    immutable = files.immutable()
+    inputs = pick_inputs(immutable, files.infos(), options, full)
     if not inputs:
         return None
     outside = [f for f in immutable if f not in inputs]
     rank = max(f.rank for f in inputs)
-    hook = engine._merge_hook or (lambda step: None)
-    merge = bc.merge(engine.options["max_file_size"])
+    hook = hook or _no_hook
+    merge = bc.merge(options["max_file_size"])
     outputs, current, sizes = [], None, {}
     try:
         for f in inputs:
             drop_tombstones = all(g.rank > f.rank for g in outside)
             resume, done = 0, False
             while not done:
-                if engine._closing:
+                if stopping():
                     raise MergeAborted()
                 if current is None:
-                    current = engine._new_output(rank)
+                    current = files.new_output(rank)
                     outputs.append(current)
                     merge.set_output(current.slot, current.hint_fd)
                 done, resume = merge.merge_file(f.slot, drop_tombstones, resume)
@@ -98,7 +103,7 @@ def run_merge(engine, full=False):
         if current is not None:
             sizes[current.id] = merge.finish_output()
         empty = [o for o in outputs if sizes[o.id] == 0]  # every entry was dead
-        engine._discard_outputs(empty)
+        files.discard_outputs(empty)
         outputs = [o for o in outputs if sizes[o.id]]
         hook("outputs-written")
         for out in outputs:
@@ -106,10 +111,10 @@ def run_merge(engine, full=False):
             os.fsync(out.hint_fd)
             os.close(out.hint_fd)
             out.hint_fd = -1
-        fs.fsync_dir(engine.path)
+        fsync_dir(files.path)
         hook("outputs-synced")
     except BaseException:
-        engine._discard_outputs(outputs)
+        files.discard_outputs(outputs)
         raise
     try:
         merge.commit([f.slot for f in inputs])
@@ -117,22 +122,22 @@ def run_merge(engine, full=False):
         # The keydir may name the outputs now: keep them (still *.tmp on disk,
         # so the next open uses the inputs, which hold the same data) and stop
         # merging in this process.
-        engine._merges_disabled = True
+        keydir_uncertain()
         raise
     hook("committed")
-    fs.write_manifest(engine.path, [f.data_name() for f in inputs],
+    fs.write_manifest(files.path, [f.data_name() for f in inputs],
                       [fs.data_name(o.rank, o.id) for o in outputs])
     hook("manifest-written")
     for out in outputs:
-        engine._rename_output(out)
-    fs.fsync_dir(engine.path)
+        files.commit_output(out)
+    fsync_dir(files.path)
     hook("outputs-renamed")
     for f in inputs:  # oldest first
-        engine._drop_file(f)
+        files.remove(f)
         hook("input-deleted")
-    fs.fsync_dir(engine.path)
-    fs.unlink(os.path.join(engine.path, fs.MERGE))
-    fs.fsync_dir(engine.path)
+    fsync_dir(files.path)
+    fs.unlink(files.path_of(fs.MERGE))
+    fsync_dir(files.path)
     hook("done")
     stats = merge.stats()
     stats["inputs"] = len(inputs)
@@ -153,11 +158,11 @@ def finish_manifest(dirname):
         if not os.path.exists(os.path.join(dirname, name)):
             raise CorruptionError("a committed merge output is missing",
                                   os.path.join(dirname, name))
-    fs.fsync_dir(dirname)
+    fsync_dir(dirname)
     for name in sorted(inputs, key=lambda n: fs.parse_name(n)[:2]):
         rank, file_id, _ = fs.parse_name(name)
         fs.unlink(os.path.join(dirname, fs.hint_name(rank, file_id)))
         fs.unlink(os.path.join(dirname, name))
-    fs.fsync_dir(dirname)
+    fsync_dir(dirname)
     fs.unlink(os.path.join(dirname, fs.MERGE))
-    fs.fsync_dir(dirname)
+    fsync_dir(dirname)
