@@ -3,11 +3,14 @@ import codecs
 import json
 import os
 import shutil
+import struct
 
 import pytest
 from click.testing import CliRunner
 
+from rldb import _core
 from rldb.cli.sstable import main, show
+from rldb.errors import CorruptionError
 from rldb.storage import open_engine
 
 # Small memtable, blocks and files so that a few hundred writes make several
@@ -277,3 +280,244 @@ def test_show_is_reversible():
         text = show(data)
         assert text.isascii() and text.isprintable()
         assert unescape(text) == data
+
+
+# ---- values written by a node -------------------------------------------------------
+
+BIG = 1_000_000
+
+
+def node_table(path):
+    """A table written through a node's ObjectStore: six keys, each a 1 MB
+    value with a short concurrent sibling, one also with a tombstone.  The
+    path of the table and the store's raw bytes by storage key."""
+    from rldb.cluster import dvv
+    from rldb.cluster.store import ObjectStore
+
+    engine = open_engine("lsm", path, memtable_size=64 << 20, background=False)
+    store = ObjectStore(engine)
+    for i in range(6):
+        clock = dvv.update(dvv.new((b"%d" % i * BIG, 1700000000000 + i)), dvv.EMPTY, "node-a")
+        clock = dvv.update(dvv.new((b"sibling-%d" % i, 1700000000100)), clock, "node-b")
+        if i == 5:
+            clock = dvv.update(dvv.new((None, 1700000000200)), clock, "node-c")
+        store.put(b"user-%d" % i, clock)
+    raw = {store.storage_key(b"user-%d" % i): store.get_raw(b"user-%d" % i) for i in range(6)}
+    engine.close()
+    open_engine("lsm", path, background=False).close()  # the log replayed into a table
+    (table,) = tables(path)
+    return table, raw
+
+
+def test_dump_of_a_node_table_shows_siblings_cut_short(tmp_path):
+    table, raw = node_table(tmp_path / "db")
+    assert os.path.getsize(table) > 5 * 1024  # 6 MB of values, compressed
+    result = run("dump", table)
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout) < 2000, len(result.stdout)
+    lines = result.stdout.splitlines()
+    assert len(lines) == 6
+    for line in lines:
+        key, seq, kind, value = line.split("\t")
+        assert unescape(key) in raw and kind == "put"
+        i = int(unescape(key)[-1:])
+        assert value.startswith("object, %d siblings: " % (3 if i == 5 else 2))
+        assert f"{str(i) * 64}... ({BIG} bytes) @{1700000000000 + i}" in value
+        assert f"sibling-{i} @1700000000100" in value
+        assert ("tombstone @1700000000200" in value) == (i == 5)
+
+    rows = [json.loads(line) for line in run("dump", "--json", table).stdout.splitlines()]
+    assert len(rows) == 6
+    for row in rows:
+        i = int(unescape(row["key"])[-1:])
+        by_time = {s["timestamp"]: s for s in row["siblings"]}
+        assert by_time[1700000000000 + i] == {"value": f"{str(i) * 64}... ({BIG} bytes)",
+                                              "timestamp": 1700000000000 + i, "bytes": BIG}
+        assert by_time[1700000000100]["value"] == f"sibling-{i}"
+        assert row["value"].endswith(f"... ({len(raw[unescape(row['key'])])} bytes)")
+
+
+def test_dump_raw_shows_every_byte(tmp_path):
+    table, raw = node_table(tmp_path / "db")
+    result = run("dump", "--raw", table)
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert len(lines) == 6
+    assert {unescape(line.split("\t")[0]): unescape(line.split("\t")[3])
+            for line in lines} == raw
+    rows = [json.loads(line) for line in run("dump", "--raw", "--json", table).stdout.splitlines()]
+    assert {unescape(r["key"]): unescape(r["value"]) for r in rows} == raw
+    assert all("siblings" not in r for r in rows)
+
+
+def test_dump_cuts_a_long_plain_value(tmp_path):
+    path = tmp_path / "db"
+    value = bytes(range(256)) * 4
+    with open_engine("lsm", path, background=False) as db:
+        db.put(b"k" * 100, value)
+        db.put(b"short", b"not an object")
+    open_engine("lsm", path, background=False).close()
+    (table,) = tables(path)
+    lines = run("dump", table).stdout.splitlines()
+    key, _, _, shown = lines[0].split("\t")
+    assert key == show(b"k" * 64) + "... (100 bytes)"
+    assert shown == show(value[:64]) + f"... ({len(value)} bytes)"
+    assert lines[1].split("\t")[3] == "not an object"
+    raw = run("dump", "--raw", table).stdout.splitlines()
+    assert unescape(raw[0].split("\t")[3]) == value
+
+
+# ---- verify agrees with the engine --------------------------------------------------
+
+
+def wal_db(path):
+    """A database whose only data is ~100 KiB of write-ahead log (several 32 KiB
+    blocks); the log's path."""
+    db = open_engine("lsm", path, memtable_size=1 << 20, background=False)
+    for i in range(2000):
+        db.put(b"k%05d" % i, b"v" * 30)
+    db.close()
+    (log,) = [p for p in path.iterdir() if p.suffix == ".log"]
+    return log
+
+
+def faults(result):
+    return [line for line in result.stdout.splitlines() if line.startswith("FAULT")]
+
+
+def test_verify_and_the_engine_both_accept_a_torn_log_tail(tmp_path):
+    path = tmp_path / "db"
+    log = wal_db(path)
+    with open(log, "r+b") as f:
+        f.truncate(log.stat().st_size - 5)
+    result = run("verify", path)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("WARNING")]
+    assert len(warnings) == 1 and "torn tail" in warnings[0] and str(log) in warnings[0]
+    with open_engine("lsm", path, background=False) as db:  # strict recovery opens it
+        assert db.get(b"k01998") == b"v" * 30 and db.get(b"k01999") is None
+        assert db.stats()["recovery"]["wal_dropped_bytes"] > 0
+
+
+def test_verify_and_the_engine_both_refuse_damage_before_intact_records(tmp_path):
+    path = tmp_path / "db"
+    log = wal_db(path)
+    with open(log, "r+b") as f:
+        f.seek(100)
+        byte = f.read(1)
+        f.seek(100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    result = run("verify", path)
+    assert result.exit_code == 1, result.output
+    (fault,) = faults(result)
+    with pytest.raises(CorruptionError) as info:
+        open_engine("lsm", path, background=False)
+    assert info.value.path == str(log)
+    assert fault.startswith(f"FAULT {log} offset {info.value.offset}: ")
+    assert "before intact records" in fault
+
+    # wal_recovery="prefix" keeps the records before the damage: both accept it
+    prefix = run("verify", "--wal-recovery", "prefix", path)
+    assert prefix.exit_code == 0, prefix.output
+    (warning,) = [line for line in prefix.stdout.splitlines()
+                  if line.startswith(f"WARNING {log} offset {info.value.offset}: ")]
+    kept = int(warning.split("keeps the ")[1].split()[0])
+    with open_engine("lsm", path, background=False, wal_recovery="prefix") as db:
+        assert db.stats()["recovery"]["wal_records"] == kept
+        assert db.get(b"k01999") is None
+
+
+def test_verify_and_the_engine_refuse_a_torn_log_that_later_logs_follow(tmp_path):
+    path = tmp_path / "db"
+    log = wal_db(path)
+    later = path / ("%06d.log" % (int(log.stem) + 10))
+    shutil.copyfile(log, later)
+    with open(log, "r+b") as f:
+        f.truncate(log.stat().st_size - 5)
+    result = run("verify", path)
+    assert result.exit_code == 1, result.output
+    (fault,) = faults(result)
+    with pytest.raises(CorruptionError, match="later logs exist") as info:
+        open_engine("lsm", path, background=False)
+    assert fault.startswith(f"FAULT {log} offset {info.value.offset}: ")
+    assert "later logs exist" in fault
+
+
+def test_verify_and_the_engine_agree_on_the_manifest(db):
+    path, _ = db
+    (name,) = [n for n in os.listdir(path) if n.startswith("MANIFEST-")]
+    manifest = os.path.join(path, name)
+    size = os.path.getsize(manifest)
+    with open(manifest, "ab") as f:  # a torn tail: half a record header
+        f.write(b"\x12\x34\x56")
+    result = run("verify", path)
+    assert result.exit_code == 0, result.output
+    assert f"WARNING {manifest} offset {size}: torn tail" in result.stdout
+    with open(manifest, "r+b") as f:  # inside the first record: intact ones follow
+        f.seek(12)
+        byte = f.read(1)
+        f.seek(12)
+        f.write(bytes([byte[0] ^ 1]))
+    result = run("verify", path)
+    assert result.exit_code == 1
+    with pytest.raises(CorruptionError) as info:
+        open_engine("lsm", path, **OPTIONS)
+    assert info.value.path == manifest and info.value.offset == 0
+    assert f"FAULT {manifest} offset 0: " in result.stdout
+
+
+# ---- errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [
+    ["dump", "--limit", "-1", "TABLE"],
+    ["dump", "--limit", "many", "TABLE"],
+    ["dump"],
+    ["inspect", "--bogus", "TABLE"],
+    ["verify", "--wal-recovery", "sometimes", "TABLE"],
+    ["no-such-command"],
+    ["compact", "-o", "target_file_size", "DIR"],
+])
+def test_a_bad_argument_is_one_line_and_exit_status_2(built, args):
+    path, _ = built
+    args = [tables(path)[0] if a == "TABLE" else path if a == "DIR" else a for a in args]
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rldb-sstable: error: "), lines
+
+
+@pytest.mark.parametrize("command", ["inspect", "dump"])
+def test_a_corrupt_table_is_one_line_naming_file_and_offset(db, command):
+    path, _ = db
+    table = max(tables(path), key=os.path.getsize)
+    with open(table, "r+b") as f:
+        f.seek(20)
+        byte = f.read(1)
+        f.seek(20)
+        f.write(bytes([byte[0] ^ 0x10]))
+    result = run(command, table)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert lines == [f"rldb-sstable: error: {table} offset 0: " + lines[0].split(": ", 3)[3]]
+    assert "checksum" in lines[0]
+
+
+def test_a_table_of_another_format_version(built, tmp_path):
+    path, _ = built
+    table = str(tmp_path / "000001.sst")
+    shutil.copyfile(tables(path)[0], table)
+    size = os.path.getsize(table)
+    with open(table, "r+b") as f:  # format version 2, with a footer checksum to match
+        f.seek(size - 64)
+        footer = bytearray(f.read(64))
+        footer[48:52] = struct.pack("<I", 2)
+        footer[52:56] = struct.pack("<I", _core.mask_crc(_core.crc32c(bytes(footer[:52]))))
+        f.seek(size - 64)
+        f.write(footer)
+    for command in ("inspect", "dump", "verify"):
+        result = run(command, table)
+        assert result.exit_code == 1, result.output
+        text = result.stderr if command != "verify" else result.stdout
+        assert f"{table}: table format version 2 is not supported" in text
