@@ -521,3 +521,9 @@ def test_a_table_of_another_format_version(built, tmp_path):
         assert result.exit_code == 1, result.output
         text = result.stderr if command != "verify" else result.stdout
         assert f"{table}: table format version 2 is not supported" in text
+
+
+def test_no_command_shows_the_help():
+    result = run()
+    assert result.exit_code == 2
+    assert "Usage:" in result.output and "verify" in result.output

@@ -121,6 +121,9 @@ def _friendly(fn):
     return wrapper
 
 
+_NO_ARGS = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 class _Main(click.Group):
     """A usage error (a bad option, a missing argument) is one line on
     stderr and exit status 2, like the other errors, not click's usage text."""
@@ -130,6 +133,9 @@ class _Main(click.Group):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             return super().main(*args, standalone_mode=False, **kwargs)
+        except _NO_ARGS as exc:  # no command at all: the help, as click shows it
+            exc.show()
+            sys.exit(exc.exit_code)
         except click.UsageError as exc:
             click.echo(f"{PROG}: error: {exc.format_message()}", err=True)
             sys.exit(2)
