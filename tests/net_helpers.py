@@ -1,128 +1,27 @@
 """Helpers for tests that talk to a real `rldb-server` process over loopback.
 
-ServerProcess writes a JSON config (free port, data_dir under a temp
-directory), starts `rldb-server --config-path FILE`, waits until it answers a
-ping, and stops it with SIGTERM (SIGKILL if it does not exit); the
-`server_factory` fixture stops every server a test started, whatever happens.
-Raw-socket helpers send hand-made bytes and read frames back, so the tests can
-check replies byte for byte."""
-import contextlib
+The process itself is tests/helpers/server_process.py's ServerProcess
+(re-exported here with free_port and tool, the names the tests import); the
+`server_factory` fixture stops every server a test started, whatever
+happens.  Raw-socket helpers send hand-made bytes and read frames back, so
+the tests can check replies byte for byte."""
 import json
 import os
-import shutil
-import signal
 import socket
 import struct
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import msgpack
 import pytest
 
 from rldb.net import protocol as p
+from tests.helpers.ports import free_port
+from tests.helpers.server_process import ServerProcess, tool
 
-BIN = Path(sys.executable).parent
-
-
-def tool(name):
-    """The console script installed next to this interpreter (the venv's)."""
-    path = BIN / name
-    if path.exists():
-        return str(path)
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} is not installed (run `.venv/bin/pip install -e .`)")
-    return found
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class ServerProcess:
-    """One rldb-server subprocess.  Its config is `config` plus port, host and
-    (for disk engines) data_dir; its stderr goes to `log_path`."""
-
-    def __init__(self, workdir, engine="memory", **config):
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = config.pop("port", None) or free_port()
-        self.config = {"port": self.port, "host": "127.0.0.1", "storage_engine": engine}
-        if engine != "memory":
-            self.config["data_dir"] = str(self.workdir / "data")
-        self.config.update(config)
-        self.config_path = self.workdir / "config.json"
-        self.config_path.write_text(json.dumps(self.config))
-        self.log_path = self.workdir / "server.log"
-        self.proc = None
-        self._log = None
-
-    # ---- lifecycle ----------------------------------------------------------------------
-
-    def start(self, timeout=15.0):
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [tool("rldb-server"), "--config-path", str(self.config_path), "--log-level", "info"],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            cwd=str(self.workdir))
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"rldb-server exited with {self.proc.returncode} at start:\n"
-                                     f"{self.log()}")
-            try:
-                reply = request(self.port, p.PING, "ready?", b"", timeout=1.0)
-                assert reply[2] == b'{"Ok":{"message":"PONG"}}', reply
-                return self
-            except (OSError, ConnectionError, socket.timeout):
-                pass
-            if time.monotonic() > deadline:
-                self.kill()
-                raise AssertionError(f"rldb-server did not answer within {timeout} s:\n{self.log()}")
-            time.sleep(0.02)
-
-    def stop(self, sig=signal.SIGTERM, timeout=15.0):
-        """Signals the server and waits for it; its exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise AssertionError(f"rldb-server ignored {sig!r} for {timeout} s:\n{self.log()}")
-        self._close_log()
-        return self.proc.returncode
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._close_log()
-
-    def _close_log(self):
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    @property
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def log(self):
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def assert_alive(self):
-        assert self.running, f"rldb-server died (exit {self.proc.returncode}):\n{self.log()}"
+__all__ = ["ServerProcess", "free_port", "tool", "server_factory", "connect", "recv_frames",
+           "recv_until_eof", "split_frames", "request", "json_request", "msgpack_request",
+           "stats", "wait_for", "run_cli"]
 
 
 @pytest.fixture
@@ -138,9 +37,7 @@ def server_factory(tmp_path):
 
     yield make
     for server in servers:
-        with contextlib.suppress(Exception):
-            server.stop(timeout=5)
-        server.kill()
+        server.close()
 
 
 # ---- raw sockets ---------------------------------------------------------------------------

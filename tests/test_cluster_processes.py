@@ -2,75 +2,66 @@
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 
 import pytest
 
 from rldb.errors import QuorumNotReachedError, RequestError
 from rldb.net.client import AsyncClient, Client
+from tests.helpers.ports import free_ports
+from tests.helpers.server_process import ServerProcess, tool
+from tests.net_helpers import run_cli as cli
 
-BIN = os.path.dirname(sys.executable)
-SERVER = os.path.join(BIN, "rldb-server")
-CLIENT = os.path.join(BIN, "rldb-client")
+__all__ = ["Node", "cli", "free_ports", "wait_until"]  # tests/test_cluster_failures.py builds on them
 
-
-def free_ports(count):
-    socks = [socket.socket() for _ in range(count)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+CLIENT = tool("rldb-client")
 
 
 class Node:
+    """One node of the README's cluster (n=3 r=2 w=2 unless told, gossip
+    every 100 ms) in tmp_path/node-PORT, started by a ServerProcess.
+    `config` is the config file's path: a subclass may rewrite the file
+    before start()."""
+
     def __init__(self, tmp_path, port, n=3, r=2, w=2, engine="memory"):
+        workdir = tmp_path / f"node-{port}"
+        self.server = ServerProcess(
+            workdir, engine, port=port, quorum={"n": n, "r": r, "w": w},
+            heartbeat={"fanout": 2, "interval": 100}, data_dir=str(workdir / "data"),
+            request_timeout_ms=1500)
         self.port = port
-        self.dir = tmp_path / f"node-{port}"
-        self.dir.mkdir(exist_ok=True)
-        self.config = self.dir / "config.json"
-        self.config.write_text(json.dumps({
-            "port": port, "quorum": {"n": n, "r": r, "w": w},
-            "heartbeat": {"fanout": 2, "interval": 100}, "storage_engine": engine,
-            "data_dir": str(self.dir / "data"), "request_timeout_ms": 1500}))
-        self.proc = None
+        self.dir = self.server.workdir
+        self.config = self.server.config_path
+
+    @property
+    def proc(self):
+        return self.server.proc
+
+    @proc.setter
+    def proc(self, value):
+        self.server.proc = value
+
+    @property
+    def log(self):
+        """The open log file of the running process."""
+        return self.server.log_file
 
     def start(self):
-        self.log = open(self.dir / "server.log", "ab")
-        self.proc = subprocess.Popen([SERVER, "--config-path", str(self.config)],
-                                     stdout=self.log, stderr=self.log)
-        deadline = time.time() + 15
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"node {self.port} exited: {self.read_log()}")
-                time.sleep(0.05)
-        raise RuntimeError(f"node {self.port} did not start: {self.read_log()}")
+        self.server.start()
+        return self
 
     def read_log(self):
-        return (self.dir / "server.log").read_text(errors="replace")[-2000:]
+        return self.server.log(2000)
 
     def stop(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                assert self.proc.wait(10) == 0
-            finally:
-                if self.proc.poll() is None:
-                    self.proc.kill()
-        self.proc = None
-
-
-def cli(*args):
-    return subprocess.run([CLIENT, *args], capture_output=True, text=True, timeout=30)
+        """SIGTERM; the node must exit 0."""
+        if self.server.running:
+            code = self.server.stop(timeout=10)
+            assert code == 0, f"node {self.port} exited with {code}:\n{self.read_log()}"
+        else:
+            self.server.kill()  # reaps a process that exited on its own
 
 
 def wait_until(predicate, limit=15.0):
@@ -183,14 +174,15 @@ def test_readme_verbatim_with_the_shipped_configs(tmp_path):
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 pytest.skip(f"port {port} is in use on this machine")
     (tmp_path / "conf").mkdir()
-    procs = []
+    servers = []
     try:
         for i in (1, 2, 3):
             src = os.path.join(repo, "conf", f"cluster_node_{i}.json")
             (tmp_path / "conf" / f"cluster_node_{i}.json").write_text(open(src).read())
-            log = open(tmp_path / f"node{i}.log", "wb")
-            procs.append(subprocess.Popen([SERVER, "--config-path", f"conf/cluster_node_{i}.json"],
-                                          cwd=tmp_path, stdout=log, stderr=log))
+            # rldb-server --config-path conf/cluster_node_I.json, from tmp_path
+            servers.append(ServerProcess(tmp_path, name=f"node{i}", log_level=None,
+                                         config_file=f"conf/cluster_node_{i}.json",
+                                         log_name=f"node{i}.log").start())
         for port in (3001, 3002, 3003):
             assert wait_until(lambda port=port: cli("ping", "-p", str(port)).returncode == 0)
         for cmd in ("join-cluster -p 3002 --known-cluster-node 127.0.0.1:3001",
@@ -207,11 +199,9 @@ def test_readme_verbatim_with_the_shipped_configs(tmp_path):
         got = json.loads(out.stdout)
         assert got["values"] == ["bar"] and len(got["context"]) > 0
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                assert proc.wait(15) == 0
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
+        try:
+            for server in servers:
+                assert server.stop(timeout=15) == 0, server.log()
+        finally:
+            for server in servers:
+                server.kill()

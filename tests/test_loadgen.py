@@ -3,14 +3,15 @@ runs, so the file stays under a few seconds."""
 import csv
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import msgpack
 import pytest
+
+from tests.helpers.ports import free_port
+from tests.helpers.server_process import ServerProcess
 
 LOADGEN = Path(__file__).resolve().parents[1] / "tools" / "loadgen.py"
 
@@ -22,48 +23,40 @@ def load_module():
     return module
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("loadgen")
-    port = free_port()
-    config = tmp / "node.json"
-    config.write_text(json.dumps({"port": port, "storage_engine": "memory",
-                                  "quorum": {"n": 1, "r": 1, "w": 1}}))
-    log = open(tmp / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "rldb.cli.server", "--config-path",
-                             str(config), "--log-level", "warning"], cwd=tmp, stdout=log,
-                            stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    log.close()
-                    pytest.fail("the node did not start:\n" + (tmp / "server.log").read_text())
-                time.sleep(0.05)
-        yield port, tmp
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with ServerProcess(tmp, "memory", log_level="warning",
+                       quorum={"n": 1, "r": 1, "w": 1}) as server:
+        yield server.port, tmp
 
 
 def run_loadgen(*args, timeout=30):
     return subprocess.run([sys.executable, str(LOADGEN), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout)
+
+
+def test_percentile_is_the_nearest_rank():
+    percentile = load_module().percentile
+    values = [10, 20, 30, 40, 50]
+    assert percentile(values, 0) == 10       # q=0: the smallest sample
+    assert percentile(values, 0.2) == 10     # rank ceil(0.2 * 5) = 1
+    assert percentile(values, 0.21) == 20    # rank 2
+    assert percentile(values, 0.5) == 30     # rank ceil(2.5) = 3
+    assert percentile(values, 0.8) == 40
+    assert percentile(values, 0.99) == 50
+    assert percentile(values, 1) == 50       # q=1: the largest
+    assert [percentile([7], q) for q in (0, 0.5, 0.999, 1)] == [7, 7, 7, 7]
+    assert percentile([1, 2], 0.5) == 1 and percentile([1, 2], 0.51) == 2
+    assert percentile([], 0.5) is None
+    hundred = list(range(1, 101))
+    # 0.07 * 100 is 7.000000000000001 in floating point: still the 7th sample
+    assert [percentile(hundred, q) for q in (0.07, 0.14, 0.28, 0.55, 0.99)] == [7, 14, 28, 55, 99]
+    thousand = list(range(1, 1001))
+    assert [percentile(thousand, q) for q in (0.5, 0.9, 0.99, 0.999)] == [500, 900, 990, 999]
+    for q in (-0.01, 1.5):
+        with pytest.raises(ValueError, match="between 0 and 1"):
+            percentile(values, q)
 
 
 def test_payloads_are_msgpack():

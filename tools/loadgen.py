@@ -469,11 +469,19 @@ def _cpu():
 
 
 def percentile(sorted_values, q):
-    """Nearest rank: the smallest sample with at least q of them at or below it."""
-    if not sorted_values:
+    """Nearest rank: the smallest sample with at least q of them at or below
+    it (q=0: the smallest, q=1: the largest); None for no samples.  The one
+    definition of a percentile for loadgen and the benchmarks in bench/.
+
+    q * n carries the rounding of q (0.07 * 100 is 7.000000000000001), so a
+    product within n * 1e-12 of a whole number counts as that number."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"percentile: q must be between 0 and 1, not {q!r}")
+    n = len(sorted_values)
+    if not n:
         return None
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]
+    rank = math.ceil(q * n - n * 1e-12)
+    return sorted_values[min(max(rank, 1), n) - 1]
 
 
 def _ms(seconds):
