@@ -4,7 +4,7 @@ import threading
 import pytest
 from hypothesis import settings
 
-from rldb.errors import ClosedError, InvalidArgumentError
+from rldb.errors import ClosedError, CorruptionError, InvalidArgumentError
 from rldb.storage import WriteBatch, engine_kinds, open_engine
 from tests.engine_model import EngineMachine
 
@@ -129,3 +129,20 @@ def test_threads_writing_and_reading(db):
     db.check()
     expected = {b"t%d-%05d" % (t, i) for t in range(4) for i in range(2000) if i % 3}
     assert {k for k, _ in db.scan()} == expected
+
+
+def test_check_raises_corruption_on_a_bad_entry(db):
+    db.put(b"k", b"v")
+    db.check()
+    db._data[b"bad"] = "not bytes"  # behind the engine's argument checks
+    with pytest.raises(CorruptionError, match="bad entry b'bad'"):
+        db.check()
+
+
+def test_check_raises_corruption_when_the_sorted_dict_is_broken(db):
+    for i in range(10):
+        db.put(b"k%d" % i, b"v")
+    dict.__setitem__(db._data, b"unsorted", b"v")  # in the dict, not in its sorted keys
+    with pytest.raises(CorruptionError, match="sorted dict") as info:
+        db.check()
+    assert not isinstance(info.value, AssertionError)
