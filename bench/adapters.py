@@ -80,16 +80,21 @@ class Adapter:
         return total * 512  # st_blocks counts 512-byte units, as du does
 
     def drop_cache(self):
-        """Ask the kernel to evict the closed store's files from the page cache
-        (fsync first: only clean pages can be dropped).  No root needed."""
-        for root, _dirs, files in os.walk(self.path):
-            for name in files:
-                fd = os.open(os.path.join(root, name), os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-                finally:
-                    os.close(fd)
+        drop_cache(self.path)
+
+
+def drop_cache(path):
+    """Ask the kernel to evict a closed store's files (everything under path)
+    from the page cache (fsync first: only clean pages can be dropped).  No
+    root needed."""
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
 
 
 class RldbAdapter(Adapter):

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 
+from adapters import drop_cache
 from rldb import _core
 from rldb.storage import open_engine
 
@@ -70,16 +71,6 @@ def bare_keydir(n):
     usage = kd.usage()
     return {"keys": usage["count"], "allocator": usage["memory"], "rss": after - before,
             "slots": usage["slots"], "arena": usage["arena_bytes"]}
-
-
-def drop_cache(path):
-    for name in os.listdir(path):
-        fd = os.open(os.path.join(path, name), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        finally:
-            os.close(fd)
 
 
 def timed_open(path):

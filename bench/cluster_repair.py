@@ -65,8 +65,6 @@ import json
 import math
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -74,8 +72,12 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-LOADGEN = REPO / "tools" / "loadgen.py"
-HOST = "127.0.0.1"
+# tests/helpers: the node harness the tests use; tools/: loadgen, and its percentile
+sys.path[:0] = [str(REPO), str(REPO / "tools")]
+import loadgen  # noqa: E402
+from loadgen import percentile  # noqa: E402
+from tests.helpers.ports import LOOPBACK as HOST, free_ports  # noqa: E402
+from tests.helpers.server_process import ServerError, ServerProcess  # noqa: E402
 
 
 class BenchError(Exception):
@@ -84,27 +86,6 @@ class BenchError(Exception):
 
 def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def tool(name):
-    for d in (Path(sys.executable).parent, REPO / ".venv" / "bin"):
-        if (d / name).exists():
-            return str(d / name)
-    found = shutil.which(name)
-    if found is None:
-        raise SystemExit(f"cluster_repair: {name} not found; "
-                         "run with the project's .venv/bin/python")
-    return found
-
-
-def free_ports(count):
-    socks = [socket.socket() for _ in range(count)]
-    for s in socks:
-        s.bind((HOST, 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def cpu_seconds(pid):
@@ -135,101 +116,60 @@ def rpc(port, method, *args, timeout=10.0):
 
 
 class Node:
+    """One lsm node of an n=3 r=2 w=2 cluster, in root/name, run by the
+    tests' ServerProcess; its failures are BenchErrors with its log's tail."""
+
     def __init__(self, root, name, port, partitions, extra):
         self.name = name
         self.port = port
         self.addr = f"{HOST}:{port}"
-        self.dir = Path(root) / name
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir = self.dir / "data"
         self.partitions = partitions
-        self.config = {"port": port, "host": HOST, "quorum": {"n": 3, "r": 2, "w": 2},
-                       "heartbeat": {"fanout": 2, "interval": 500}, "storage_engine": "lsm",
-                       "data_dir": str(self.data_dir), "partitions": partitions}
-        self.config.update(extra)
-        self.proc = None
-        self._log = None
-
-    @property
-    def log_path(self):
-        return self.dir / "server.log"
-
-    def write_config(self):
-        path = self.dir / "config.json"
-        path.write_text(json.dumps(self.config, indent=1))
-        return path
+        self.server = ServerProcess(Path(root) / name, "lsm", name=name, port=port,
+                                    quorum={"n": 3, "r": 2, "w": 2},
+                                    heartbeat={"fanout": 2, "interval": 500},
+                                    partitions=partitions, **extra)
+        self.dir = self.server.workdir
+        self.data_dir = self.server.data_dir
 
     def start(self, timeout=60.0):
         """Starts the process and waits until it answers a ping; seconds taken."""
-        path = self.write_config()
         t0 = time.monotonic()
-        self._log = open(self.log_path, "ab")
-        self._log.write(f"---- start {time.strftime('%Y-%m-%d %H:%M:%S')} ----\n".encode())
-        self._log.flush()
-        self.proc = subprocess.Popen([tool("rldb-server"), "--config-path", str(path)],
-                                     stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, cwd=str(self.dir))
-        while True:
-            if self.proc.poll() is not None:
-                raise BenchError(f"{self.name} exited with {self.proc.returncode} at start\n"
-                                 + self.tail())
-            try:
-                if rpc(self.port, "ping", timeout=1.0) == "PONG":
-                    return time.monotonic() - t0
-            except Exception:
-                pass
-            if time.monotonic() - t0 > timeout:
-                raise BenchError(f"{self.name} did not answer a ping within {timeout} s\n"
-                                 + self.tail())
-            time.sleep(0.05)
+        try:
+            self.server.start(timeout)
+        except ServerError as exc:
+            raise BenchError(str(exc)) from None
+        return time.monotonic() - t0
 
     def stop(self, timeout=60.0):
         """SIGTERM and wait; raises unless it exits 0."""
-        if self.proc is None:
-            return
-        proc, self.proc = self.proc, None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-                self._close_log()
-                raise BenchError(f"{self.name} ignored SIGTERM for {timeout} s\n" + self.tail())
-        self._close_log()
-        if proc.returncode != 0:
-            raise BenchError(f"{self.name} exited with {proc.returncode} on SIGTERM\n"
-                             + self.tail())
+        try:
+            code = self.server.stop(timeout=timeout)
+        except ServerError as exc:
+            raise BenchError(str(exc)) from None
+        if code not in (0, None):
+            raise BenchError(f"{self.name} exited with {code} on SIGTERM\n" + self.tail())
 
     def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
-        self._close_log()
+        self.server.kill()
 
-    def _close_log(self):
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    @property
+    def running(self):
+        return self.server.running
 
     def check_alive(self):
-        if self.proc is not None and self.proc.poll() is not None:
-            raise BenchError(f"{self.name} died (exit {self.proc.returncode})\n" + self.tail())
+        """Raises if the node was started, not stopped, and is gone."""
+        if self.server.proc is not None and not self.server.running:
+            raise BenchError(f"{self.name} died (exit {self.server.proc.returncode})\n"
+                             + self.tail())
 
-    def tail(self, lines=40):
-        try:
-            text = self.log_path.read_text(errors="replace").splitlines()
-        except OSError:
-            return f"({self.name}: no server.log)"
-        return f"---- tail of {self.name}/server.log ----\n" + "\n".join(text[-lines:])
+    def tail(self):
+        return f"---- tail of {self.name}/server.log ----\n" + self.server.log()
 
     def wipe(self):
         shutil.rmtree(self.data_dir, ignore_errors=False)
 
     def cpu(self):
-        return cpu_seconds(self.proc.pid) if self.proc is not None else None
+        return cpu_seconds(self.server.proc.pid) if self.running else None
 
     def stats(self):
         return rpc(self.port, "stats")
@@ -275,7 +215,7 @@ class Cluster:
         return node
 
     def live(self):
-        return [n for n in self.nodes if n.proc is not None]
+        return [n for n in self.nodes if n.running]
 
     def check_alive(self):
         for n in self.nodes:
@@ -391,10 +331,7 @@ def loadgen_child(argv):
     """Runs tools/loadgen.py's Run in this process.  Prints READY <epoch of
     the measured window's start> once known, stops sending when a line
     arrives on stdin, and prints RESULT <summary json> at the end."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("loadgen", LOADGEN)
-    lg = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(lg)
+    lg = loadgen
     args = lg.parse_args(argv)
     loop, loop_name = lg.new_loop(args.uvloop)
     offset = time.time() - time.perf_counter()
@@ -497,12 +434,6 @@ def read_requests(path, measure_from):
     return out
 
 
-def nearest_rank(sorted_values, q):
-    if not sorted_values:
-        return None
-    return sorted_values[min(len(sorted_values), max(1, math.ceil(q * len(sorted_values)))) - 1]
-
-
 def window(requests, start, end):
     """Replies that arrived in [start, end): ops/s and latency percentiles (ms)."""
     lats = sorted(lat for done, lat, _ in requests if start <= done < end)
@@ -512,8 +443,8 @@ def window(requests, start, end):
     def ms(v):
         return None if v is None else round(v * 1000, 3)
     return {"seconds": round(secs, 2), "ops": len(lats), "ops_per_s": round(len(lats) / secs, 1),
-            "p50_ms": ms(nearest_rank(lats, 0.5)), "p99_ms": ms(nearest_rank(lats, 0.99)),
-            "p999_ms": ms(nearest_rank(lats, 0.999)), "max_ms": ms(lats[-1] if lats else None),
+            "p50_ms": ms(percentile(lats, 0.5)), "p99_ms": ms(percentile(lats, 0.99)),
+            "p999_ms": ms(percentile(lats, 0.999)), "max_ms": ms(lats[-1] if lats else None),
             "errors": errors}
 
 

@@ -18,22 +18,20 @@ import argparse
 import csv
 import io
 import json
-import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
-BIN = os.path.dirname(sys.executable)
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # tests/helpers: the node harness the tests use
+from tests.helpers.ports import free_port, free_ports  # noqa: E402
+from tests.helpers.server_process import ServerProcess, tool  # noqa: E402
+
 CONFIGS = [("c=1", ["-c", "1"]), ("c=32", ["-c", "32"]), ("c=32 P=16", ["-c", "32", "-P", "16"])]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, proc, limit=20.0):
@@ -49,26 +47,14 @@ def wait_port(port, proc, limit=20.0):
     raise RuntimeError(f"nothing listens on {port}")
 
 
-class Rldb:
-    def __init__(self, workdir, engine, **extra):
-        self.port, self.resp_port = free_port(), free_port()
-        self.dir = os.path.join(workdir, f"rldb-{self.port}")
-        os.makedirs(self.dir)
-        config = {"port": self.port, "resp_port": self.resp_port, "storage_engine": engine,
-                  "data_dir": os.path.join(self.dir, "data"), **extra}
-        path = os.path.join(self.dir, "config.json")
-        with open(path, "w") as f:
-            json.dump(config, f)
-        self.log = open(os.path.join(self.dir, "server.log"), "ab")
-        self.proc = subprocess.Popen([os.path.join(BIN, "rldb-server"), "--config-path", path,
-                                      "--log-level", "warning"], stdout=self.log,
-                                     stderr=self.log)
-        wait_port(self.resp_port, self.proc)
+class Rldb(ServerProcess):
+    """An rldb node with its RESP door on a second free port, started."""
 
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(30)
-        self.log.close()
+    def __init__(self, workdir, engine, **extra):
+        port, self.resp_port = free_ports(2)
+        super().__init__(Path(workdir) / f"rldb-{port}", engine, port=port,
+                         resp_port=self.resp_port, log_level="warning", **extra)
+        self.start(timeout=20)
 
 
 class RedisServer:
@@ -88,12 +74,12 @@ def cluster(workdir):
     quorum = {"quorum": {"n": 3, "r": 2, "w": 2}, "heartbeat": {"fanout": 2, "interval": 200}}
     nodes = [Rldb(workdir, "memory", **quorum) for _ in range(3)]
     for node in nodes[1:]:
-        subprocess.run([os.path.join(BIN, "rldb-client"), "join-cluster", "-p", str(node.port),
+        subprocess.run([tool("rldb-client"), "join-cluster", "-p", str(node.port),
                         "--known-cluster-node", f"127.0.0.1:{nodes[0].port}"], check=True,
                        capture_output=True)
     end = time.time() + 60
     while time.time() < end:
-        out = subprocess.run([os.path.join(BIN, "rldb-client"), "status", "-p",
+        out = subprocess.run([tool("rldb-client"), "status", "-p",
                               str(nodes[0].port), "--json"], capture_output=True, text=True)
         view = json.loads(out.stdout)
         if not view["in_transition"] and len(view["nodes"]) == 3 and \

@@ -14,7 +14,8 @@ from tests.helpers.ports import free_ports
 from tests.helpers.server_process import ServerProcess, tool
 from tests.net_helpers import run_cli as cli
 
-__all__ = ["Node", "cli", "free_ports", "wait_until"]  # tests/test_cluster_failures.py builds on them
+# tests/test_cluster_failures.py builds on these
+__all__ = ["Node", "cli", "free_ports", "wait_until"]
 
 CLIENT = tool("rldb-client")
 

@@ -84,7 +84,7 @@ def main(argv):
     from rldb.storage import open_engine
 
     if len(argv) != 7 or argv[1] not in MIXES:
-        raise SystemExit(f"usage: {argv[0]} {{{','.join(MIXES)}}} DIR SEED START COUNT OPTIONS_JSON")
+        raise SystemExit(f"usage: {argv[0]} {'|'.join(MIXES)} DIR SEED START COUNT OPTIONS_JSON")
     kind, path, seed, start, count = argv[1], argv[2], int(argv[3]), int(argv[4]), int(argv[5])
     ops = operations(kind, seed, count)
     engine = open_engine(kind, path, **json.loads(argv[6]))
