@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rldb.cluster import commands as c
-from rldb.cluster import node
+from rldb.cluster import messages
 from rldb.net import codec
 from rldb.net import protocol as p
 
@@ -492,9 +492,9 @@ FORWARDABLE = [
 def test_a_forwarded_reply_encodes_like_the_reply_itself(reply, cmd_id):
     """A write sent to a node outside the key's preference list is forwarded;
     the coordinator's reply comes back in a fwd_reply message (msgpack, through
-    rldb.cluster.node._reply_to_wire / _reply_from_wire) and the first node
+    rldb.cluster.messages.reply_to_wire / reply_from_wire) and the first node
     encodes it for the client.  It must encode exactly like the reply itself
     (a QuorumNotReached reply must not lose its shape, nor break encode_reply)."""
-    wire = msgpack.unpackb(msgpack.packb(node._reply_to_wire(reply), use_bin_type=True), raw=False)
-    back = node._reply_from_wire(wire)
+    wire = msgpack.unpackb(msgpack.packb(messages.reply_to_wire(reply), use_bin_type=True), raw=False)
+    back = messages.reply_from_wire(wire)
     assert codec.encode_reply(cmd_id, "r", back) == codec.encode_reply(cmd_id, "r", reply)

@@ -364,11 +364,11 @@ def test_forwarded_write_gets_the_coordinators_reply(server_factory, name):
     """A put sent to a node that does not own the key is forwarded to the
     owner, whose reply comes back in a fwd_reply message and goes to the
     client.  Here the test plays the owner ("0peer", which owns every
-    partition), answering as rldb.cluster.node._reply_to_wire encodes replies.
+    partition), answering as rldb.cluster.messages.reply_to_wire encodes replies.
     The client must get that reply (a QuorumNotReached one included), not wait
     forever."""
     from rldb.cluster.membership import Member
-    from rldb.cluster.node import _reply_to_wire
+    from rldb.cluster.messages import reply_to_wire
 
     reply, want = FORWARDED_REPLIES[name]
     peer = socket.socket()
@@ -391,7 +391,7 @@ def test_forwarded_write_gets_the_coordinators_reply(server_factory, name):
                     fwd = _read_internal(link, "fwd")
                     assert fwd["key"] == b"forwarded" and fwd["value"] == b"v"
                     ctl.sendall(p.encode_frame(p.INTERNAL, "m", msgpack.packb({
-                        "t": "fwd_reply", "id": fwd["id"], "reply": _reply_to_wire(reply),
+                        "t": "fwd_reply", "id": fwd["id"], "reply": reply_to_wire(reply),
                         "from": "0peer", "addr": peer_addr}, use_bin_type=True)))
                     assert recv_frames(client, 1, timeout=3) == [(p.PUT, "fwd-put", want)]
     finally:

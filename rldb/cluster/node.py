@@ -13,17 +13,21 @@ node_ring (membership, the ring and its transitions), node_handoff (hints
 and ownership transfers), node_aae (anti-entropy), node_reaper (tombstone
 collection) and node_admin (what the admin commands show).
 
-Messages are dicts with a type "t" (see _on_* below); values that cross the
-network (clocks) travel in their stored form, CRC included."""
+Messages are dicts with a type "t", each defined once in rldb.cluster.messages
+(its fields, and the part of the node that handles it); handle_message checks
+a message against that definition before its handler runs.  Values that cross
+the network (clocks) travel in their stored form, CRC included."""
 import heapq
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 
 from rldb.cluster import commands as c
-from rldb.cluster import context, dvv, objects
+from rldb.cluster import context, dvv, messages, objects
 from rldb.cluster.coordinator import ForwardOp, QuorumOp, ReadOp, WriteOp
 from rldb.cluster.hints import HintStore
 from rldb.cluster.membership import Member, Membership
+from rldb.cluster.messages import BadMessage, decode_object, reply_from_wire, reply_to_wire
 from rldb.cluster.node_aae import AntiEntropyMixin
 from rldb.cluster.node_admin import AdminMixin
 from rldb.cluster.node_handoff import HandoffMixin
@@ -33,6 +37,7 @@ from rldb.cluster.node_ring import RingMixin
 from rldb.cluster.store import partition_of
 from rldb.errors import CorruptionError, InvalidArgumentError, RldbError
 
+log = logging.getLogger("rldb.cluster")
 SEEN_FORWARDS = 100_000  # forwarded writes remembered, to drop duplicated deliveries
 MAX_HOPS = 2             # a write is forwarded at most this often (rings may disagree)
 
@@ -77,12 +82,15 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         self._seen_forwards = OrderedDict()  # (addr, generation, op id) of forwards taken
         self.stopped = False
         self.counters = {"forwarded": 0, "read_repairs": 0, "bad_messages": 0,
-                         "quorum_failures": 0, "hinted_writes": 0, "relayed_writes": 0}
+                         "handler_errors": 0, "quorum_failures": 0, "hinted_writes": 0,
+                         "relayed_writes": 0}
         self._init_ring(now)
         self._init_handoff(now)
         self._init_aae(now)
         self._init_reaper(now)
         self._restore(now)
+        self._registry = messages.Registry(cfg.partitions)
+        self._dispatch = messages.dispatch_table(self.handler_tables())
 
     # ---- what the shells drive --------------------------------------------------------------
 
@@ -103,21 +111,31 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         """A reply for a client, or for the peer that forwarded the request."""
         if isinstance(token, tuple) and token and token[0] == "fwd":
             _, addr, op_id = token
-            self._send_addr(addr, {"t": "fwd_reply", "id": op_id, "reply": _reply_to_wire(reply)})
+            self._send_addr(addr, {"t": "fwd_reply", "id": op_id, "reply": reply_to_wire(reply)})
         else:
             self._replies.append((token, reply))
 
     def handle_message(self, msg, now):
-        handler = getattr(self, "_on_" + str(msg.get("t")), None) if isinstance(msg, dict) else None
-        if handler is None or not isinstance(msg.get("addr"), str) or \
-                not isinstance(msg.get("from"), str):
+        """Takes a peer's message, refused (and counted) unless it is one the
+        registry defines (rldb.cluster.messages)."""
+        if self._registry.problem(msg) is not None:
             self.counters["bad_messages"] += 1
             return
         try:
-            handler(msg, now)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError, CorruptionError,
-                InvalidArgumentError):
+            self._dispatch[msg["t"]](msg, now)
+        except BadMessage:
             self.counters["bad_messages"] += 1
+        except Exception:
+            self.counters["handler_errors"] += 1
+            log.exception("node %s failed handling %r from %s", self.node_id, msg["t"],
+                          msg["from"])
+
+    def handler_tables(self):
+        """{part of the node: {message type: its handler}}, as the registry
+        names the parts."""
+        return {"requests": self._request_handlers(), "topology": self._ring_handlers(),
+                "handoff": self._handoff_handlers(), "anti_entropy": self._aae_handlers(),
+                "reaper": self._reaper_handlers()}
 
     def handle_timer(self, now):
         if now >= self._next_gossip:
@@ -397,9 +415,14 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
             self.hints.add(node, key, clock)
         return False
 
+    def _request_handlers(self):
+        return {"rput": self._on_rput, "rput_ok": self._on_rput_ok, "rput_err": self._on_rput_err,
+                "rget": self._on_rget, "rget_ok": self._on_rget_ok, "rget_err": self._on_rget_err,
+                "fwd": self._on_fwd, "fwd_reply": self._on_fwd_reply}
+
     def _on_rput(self, msg, now):
         key = _bytes(msg["key"])
-        incoming = objects.decode(msg["obj"], key)
+        incoming = decode_object(msg["obj"], key)
         hint = msg.get("hint")
         try:
             if hint is not None and hint != self.node_id:
@@ -444,7 +467,7 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
     def _on_rget_ok(self, msg, now):
         op = self._ops.get(msg["id"])
         if isinstance(op, ReadOp):
-            op.reply(msg["from"], objects.decode(msg["obj"], op.key))
+            op.reply(msg["from"], decode_object(msg["obj"], op.key))
             self._progress(op, now)
 
     def _on_rget_err(self, msg, now):
@@ -454,6 +477,8 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
             self._progress(op, now)
 
     def _on_fwd(self, msg, now):
+        if msg["kind"] == "put" and "value" not in msg:
+            raise BadMessage("a forwarded put without a value")
         # The network may deliver a message twice: a write must get one dot.
         # Op ids restart with the sender, so its generation is part of the name.
         seen = (msg["addr"], msg.get("gen"), msg["id"])
@@ -474,34 +499,10 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
     def _on_fwd_reply(self, msg, now):
         op = self._ops.get(msg["id"])
         if isinstance(op, ForwardOp):
-            op.reply = _reply_from_wire(msg["reply"])
+            op.reply = reply_from_wire(msg["reply"])
             self._progress(op, now)
 
 
 def _bytes(value):
-    if isinstance(value, str):
-        return value.encode()
-    if not isinstance(value, bytes):
-        raise TypeError("expected bytes")
-    return value
-
-
-def _reply_to_wire(reply):
-    """A write's reply as a forwarded request sends it back: plain lists."""
-    if isinstance(reply, c.Ok):
-        return ["ok"]
-    fields = dict(reply.fields)
-    if "errors" in fields:
-        fields["errors"] = [_reply_to_wire(e) for e in fields["errors"]]
-    return ["err", reply.kind, fields]
-
-
-def _reply_from_wire(item):
-    if item[0] == "ok":
-        return c.Ok()
-    kind, fields = item[1], dict(item[2])
-    if not isinstance(kind, str):
-        raise ValueError("malformed reply")
-    if "errors" in fields:
-        fields["errors"] = [_reply_from_wire(e) for e in fields["errors"]]
-    return c.Err(kind, fields)
+    """A key or value as the request messages carry it (bytes, or str)."""
+    return value.encode() if isinstance(value, str) else value

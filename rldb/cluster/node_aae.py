@@ -16,7 +16,7 @@ admin command `repair` queues exchanges now and answers when they are done."""
 from collections import deque
 
 from rldb.cluster import commands as c
-from rldb.cluster import objects
+from rldb.cluster.messages import BadMessage, decode_object
 from rldb.cluster.store import object_hash
 
 
@@ -135,6 +135,11 @@ class AntiEntropyMixin:
         return {k: object_hash(d) for k, d in self.store.partition_raw(q)
                 if tree.segment_of(k) in segments}
 
+    def _aae_handlers(self):
+        return {"aae_tree": self._on_aae_tree, "aae_leaves": self._on_aae_leaves,
+                "aae_keys": self._on_aae_keys, "aae_objs": self._on_aae_objs,
+                "aae_push": self._on_aae_push, "aae_done": self._on_aae_done}
+
     def _on_aae_leaves(self, msg, now):
         flight = self._aae_current(msg)
         if flight is None:
@@ -155,7 +160,7 @@ class AntiEntropyMixin:
         if not self._is_member(flight["q"]):  # the ring moved it away meanwhile
             self._aae_end(now, 0)
             return
-        changed = sum(1 for key, data in msg["objs"] if self._apply(key, objects.decode(data, key)))
+        changed = sum(1 for key, data in msg["objs"] if self._apply(key, decode_object(data, key)))
         push = []
         for key in msg["need"]:
             data = self.store.get_raw(key)
@@ -178,12 +183,12 @@ class AntiEntropyMixin:
     def _on_aae_tree(self, msg, now):
         q = int(msg["q"])
         reply = {"t": "aae_leaves", "id": msg["id"], "leaves": []}
-        if not self._is_member(q) or not 0 <= q < self.cfg.partitions:
+        if not self._is_member(q):
             reply["abort"] = True
         else:
             tree = self.store.tree(q)
             if len(msg["branch"]) != len(tree.branch):
-                raise ValueError("a tree of another shape")
+                raise BadMessage("a tree of another shape")
             reply["leaves"] = [[s, h] for s, h in
                                tree.leaves_of(tree.diff_branches(msg["branch"])).items()]
         self._send_addr(msg["addr"], reply)
@@ -201,5 +206,5 @@ class AntiEntropyMixin:
     def _on_aae_push(self, msg, now):
         if not self._is_member(int(msg["q"])):
             return  # the ring moved it away meanwhile; the exchange times out
-        changed = sum(1 for key, data in msg["objs"] if self._apply(key, objects.decode(data, key)))
+        changed = sum(1 for key, data in msg["objs"] if self._apply(key, decode_object(data, key)))
         self._send_addr(msg["addr"], {"t": "aae_done", "id": msg["id"], "repaired": changed})

@@ -20,6 +20,7 @@ import msgpack
 
 from rldb.cluster import objects
 from rldb.cluster.membership import JOINED, LEAVING, LEFT
+from rldb.cluster.messages import decode_object
 
 MAX_TRANSFERS = 4      # partition transfers in flight at once
 DROP_ROUNDS = 4        # gossip rounds between a flip and deleting what moved away
@@ -144,10 +145,14 @@ class HandoffMixin:
         if items:
             self._wake(now)
 
+    def _handoff_handlers(self):
+        return {"hints": self._on_hints, "hints_ok": self._on_hints_ok, "xfer": self._on_xfer,
+                "xfer_ok": self._on_xfer_ok, "xfer_no": self._on_xfer_no}
+
     def _on_hints(self, msg, now):
         target = str(msg["for"])
         for key, data in msg["items"]:
-            clock = objects.decode(data, key)
+            clock = decode_object(data, key)
             if target == self.node_id:
                 self._apply(key, clock)
             else:
@@ -213,7 +218,7 @@ class HandoffMixin:
             self._send_addr(msg["addr"], {"t": "xfer_no", "id": msg["id"], "q": q})
             return
         for key, data in msg["items"]:
-            self._apply(key, objects.decode(data, key))
+            self._apply(key, decode_object(data, key))
         self.counters["keys_received"] += len(msg["items"])
         self._send_addr(msg["addr"], {"t": "xfer_ok", "id": msg["id"], "q": msg["q"]})
 

@@ -84,6 +84,9 @@ class ReaperMixin:
             else:
                 self._send(node, {"t": "reap", "key": key, "hash": expected})
 
+    def _reaper_handlers(self):
+        return {"reap_q": self._on_reap_q, "reap_a": self._on_reap_a, "reap": self._on_reap}
+
     def _on_reap_q(self, msg, now):
         key, expected = msg["key"], msg["hash"]
         ok = msg["v"] == self.ring_version and self.next_owners is None \

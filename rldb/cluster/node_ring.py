@@ -162,6 +162,10 @@ class RingMixin:
                 "ring": [self.ring_version, self.owners, self.next_owners],
                 "info": {n: [hb, info] for n, (hb, info) in self._info.items()}}
 
+    def _ring_handlers(self):
+        return {"gossip": self._on_gossip, "gossip_reply": self._on_gossip_reply,
+                "join": self._on_join, "xfer_done": self._on_xfer_done}
+
     def _on_gossip(self, msg, now):
         self._take_gossip(msg, now)
         self._send_addr(msg["addr"], self._gossip_msg("gossip_reply"))
@@ -186,9 +190,6 @@ class RingMixin:
         """Adopts a ring [version, owners, next] from a peer if it is newer
         (or, at the same version, wins the tie); True when it did."""
         version, owners, nxt = (list(item) + [None])[:3]  # [version, owners] is settled
-        if not (isinstance(version, int) and _ring_ok(owners, self.cfg.partitions)
-                and (nxt is None or _ring_ok(nxt, self.cfg.partitions))):
-            raise ValueError("malformed ring")
         if version > self.ring_version or (
                 version == self.ring_version and [owners, nxt] != [self.owners, self.next_owners]
                 and repr([owners, nxt]) > repr([self.owners, self.next_owners])):
@@ -267,8 +268,3 @@ class RingMixin:
             return
         self._reports.update((int(q), msg["from"], str(dst)) for q, dst in msg["done"])
         self._maybe_claim(now)
-
-
-def _ring_ok(owners, partitions):
-    return isinstance(owners, list) and len(owners) == partitions and \
-        all(isinstance(o, str) for o in owners)

@@ -3,7 +3,9 @@ that delays, drops, duplicates and reorders messages and can be cut into
 partitions, and nodes that crash and restart (with their data, or wiped).
 
 Everything random comes from one seed, and every fault is logged, so a
-failing run can be replayed from its seed and read from its schedule."""
+failing run can be replayed from its seed and read from its schedule.  The
+nodes only exchange messages they produce themselves, so by default (strict)
+a message a node refuses or fails to handle stops the run: it is a bug."""
 import heapq
 import random
 
@@ -50,8 +52,9 @@ class Cluster:
     """Nodes named n1..nk (their address is their name) on a Network."""
 
     def __init__(self, seed, size=3, n=3, r=2, w=2, partitions=16, request_timeout=1.0,
-                 gossip_interval=0.2, core=None, **net):
+                 gossip_interval=0.2, core=None, strict=True, **net):
         self.seed = seed
+        self.strict = strict
         self.rng = random.Random(seed)
         self.now = 0.0
         self.net = Network(random.Random(self.rng.random()), **net)
@@ -138,13 +141,23 @@ class Cluster:
                 _, _, src, dst, msg = self.net.pop()
                 node = self.nodes.get(dst)
                 if node is not None:
-                    node.handle_message(msg, self.now)
+                    self._deliver(node, src, dst, msg)
                     self._collect(dst)
             else:
                 for name, node in list(self.nodes.items()):
                     if node.next_deadline() <= self.now:
                         node.handle_timer(self.now)
                         self._collect(name)
+
+    def _deliver(self, node, src, dst, msg):
+        failures = node.counters["bad_messages"], node.counters["handler_errors"]
+        node.handle_message(msg, self.now)
+        if self.strict and failures != (node.counters["bad_messages"],
+                                        node.counters["handler_errors"]):
+            raise AssertionError(f"{dst} refused or failed {msg.get('t')!r} from {src} "
+                                 f"(bad_messages, handler_errors were {failures}, now "
+                                 f"{node.counters['bad_messages']}, "
+                                 f"{node.counters['handler_errors']}): {msg!r:.300}")
 
     def wait_for(self, token, limit=10.0):
         """Runs until the reply for token comes (or limit seconds pass)."""
