@@ -16,13 +16,8 @@ from tests.net_helpers import ServerProcess, free_port, run_cli
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    proc = ServerProcess(tmp_path_factory.mktemp("cli"), "memory")
-    proc.start()
-    yield proc
-    try:
-        assert proc.stop() == 0, proc.log()
-    finally:
-        proc.kill()
+    with ServerProcess(tmp_path_factory.mktemp("cli"), "memory") as proc:
+        yield proc  # leaving the block asserts that SIGTERM ends it with exit status 0
 
 
 @pytest.fixture

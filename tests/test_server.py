@@ -35,13 +35,8 @@ PONG = b'{"Ok":{"message":"PONG"}}'
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One memory-engine server for the tests that do not restart it."""
-    proc = ServerProcess(tmp_path_factory.mktemp("mem"), "memory", idle_timeout_ms=IDLE_MS)
-    proc.start()
-    yield proc
-    try:
-        assert proc.stop() == 0, proc.log()
-    finally:
-        proc.kill()
+    with ServerProcess(tmp_path_factory.mktemp("mem"), "memory", idle_timeout_ms=IDLE_MS) as proc:
+        yield proc  # leaving the block asserts that SIGTERM ends it with exit status 0
 
 
 def put_payload(key, value, context=None):

@@ -62,3 +62,11 @@ def test_kill_is_a_crash_and_a_block_that_raised_kills(tmp_path):
         with ServerProcess(tmp_path / "b", "memory") as other:
             raise RuntimeError("the test body failed")
     assert other.proc is None and other.returncode is not None
+
+
+def test_a_block_that_ends_with_a_dead_node_fails(tmp_path):
+    with pytest.raises(ServerError, match="exited with -9 on SIGTERM"):
+        with ServerProcess(tmp_path, "memory") as server:
+            server.proc.send_signal(signal.SIGKILL)   # dies on its own, not through kill()
+            server.proc.wait(10)
+    assert server.proc is None

@@ -1,1 +1,1 @@
-"""Child-process scripts for the LSM engine tests (tests/test_lsm_*.py)."""
+"""Helpers shared by the LSM engine tests (tests/test_lsm_*.py)."""
