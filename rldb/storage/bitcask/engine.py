@@ -8,7 +8,7 @@ keydir naming every key's newest entry, hint files, merges).
 Files and their layouts: files.py and docs/formats.md (section "Bitcask").
 
 Threading model: any number of threads may call any method at once.
-- get, put and delete are one C call each (csrc/bitcask.c): the C side
+- get, put and delete are one C call each (csrc/bitcask_*.c): the C side
   serialises appends and keydir changes under its own locks and releases the
   GIL, so other threads read while one writes or waits for an fdatasync; with
   sync=True the writers waiting at once share one fdatasync (group commit).
