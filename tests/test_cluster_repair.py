@@ -192,7 +192,7 @@ def test_a_join_moves_partitions_by_transfer_and_nothing_is_lost(through):
         got = call(cl, "n4", c.Get(b"k%d" % i, r=3))
         assert isinstance(got, c.Ok) and got.value.values == [b"v%d" % i]
     for name, node in cl.nodes.items():  # no node keeps a partition it no longer replicates
-        assert all(node._is_member(q) for q in node.store.held_partitions()), name
+        assert all(node.topology.is_member(q) for q in node.store.held_partitions()), name
 
 
 def test_a_transfer_resumes_after_its_source_crashes():
@@ -203,15 +203,16 @@ def test_a_transfer_resumes_after_its_source_crashes():
     sources = []
     while not sources and cl.now < end:  # partway: some batches acknowledged, not all
         cl.run_for(0.05)
-        sources = [n for n in ("n1", "n2", "n3") if cl.nodes[n].outgoing_pending()
-                   and cl.nodes[n]._xfer["cursor"]]
+        sources = [n for n in ("n1", "n2", "n3") if cl.nodes[n].handoff.outgoing_pending()
+                   and cl.nodes[n].handoff.transfers["cursor"]]
     assert sources, "no transfer was in progress"
     src = sources[0]
-    cursors = dict(cl.nodes[src]._xfer["cursor"])
+    cursors = dict(cl.nodes[src].handoff.transfers["cursor"])
     assert cursors, "no batch was acknowledged before the crash"
     cl.crash(src)
     cl.start(src)
-    assert cl.nodes[src]._xfer["cursor"] == cursors or cl.nodes[src]._xfer["done"], \
+    transfers = cl.nodes[src].handoff.transfers
+    assert transfers["cursor"] == cursors or transfers["done"], \
         "the cursor was not kept across the restart"
     assert cl.settle(120)
     for i in range(400):

@@ -112,10 +112,13 @@ def test_every_type_has_its_handler_and_every_handler_is_in_the_registry():
     table = node._dispatch
     assert set(table) == set(MESSAGES)
     assert all(table[t] == handler for handlers in tables.values() for t, handler in handlers.items())
-    # no handler method of the objects that handle messages is left out of the table
+    parts = {"requests": node, "topology": node.topology, "handoff": node.handoff,
+             "anti_entropy": node.anti_entropy, "reaper": node.reaper}
+    for name, handlers in tables.items():
+        assert all(h.__self__ is parts[name] for h in handlers.values()), name
+    # no handler method of any part is left out of the table
     bound = {(id(h.__self__), h.__func__) for h in table.values()}
-    owners = {id(h.__self__): h.__self__ for h in table.values()}
-    for part in owners.values():
+    for part in list(parts.values()) + [node.admin]:
         for attr in dir(type(part)):
             if attr.startswith(("on_", "_on_")):
                 assert (id(part), getattr(type(part), attr)) in bound, \

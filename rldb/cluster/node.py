@@ -7,11 +7,22 @@ address), and a call to handle_timer() at next_deadline().  Randomness comes
 from the rng it is given.  A standalone node is a cluster of one.  When
 `stopped` turns true (the node left the cluster) the shell shuts it down.
 
-This module holds the request path (coordinating reads and writes, being a
-replica); the rest of what a node does lives in mixins, one concept each:
-node_ring (membership, the ring and its transitions), node_handoff (hints
-and ownership transfers), node_aae (anti-entropy), node_reaper (tombstone
-collection) and node_admin (what the admin commands show).
+This module holds the request path: coordinating reads and writes (quorums,
+sloppy-quorum stand-ins, read repair, forwarding a write to a replica) and
+being a replica (rput, rget, fwd).  The rest of what a node does are parts
+it owns and delegates to (as aioquic's QuicConnection does to its recovery
+and streams), each with its own state and module:
+  topology.Topology         membership, the ring, its transitions, join, leave,
+                            the claimant
+  handoff.Handoff           hinted handoff and partition transfers
+  anti_entropy.AntiEntropy  tictac tree exchanges between replicas
+  reaper.Reaper             tombstone collection
+  admin.Admin               the admin commands and their views
+They act through host.Host (send, wake, op ids, finish a request, apply a
+version from elsewhere) and reach one another only where a protocol needs
+it, by public methods: handoff, anti-entropy and the reaper read the ring
+from the topology, which tells handoff of each ring change (a listener);
+admin asks handoff for its transfer rows.
 
 Messages are dicts with a type "t", each defined once in rldb.cluster.messages
 (its fields, and the part of the node that handles it); handle_message checks
@@ -25,16 +36,17 @@ from dataclasses import dataclass
 from rldb.cluster import commands as c
 from rldb.cluster import context, dvv, messages, objects
 from rldb.cluster.coordinator import ForwardOp, QuorumOp, ReadOp, WriteOp
+from rldb.cluster.admin import Admin
+from rldb.cluster.anti_entropy import AntiEntropy
+from rldb.cluster.handoff import Handoff
 from rldb.cluster.hints import HintStore
+from rldb.cluster.host import Host
 from rldb.cluster.membership import Member, Membership
-from rldb.cluster.messages import BadMessage, decode_object, reply_from_wire, reply_to_wire
-from rldb.cluster.node_aae import AntiEntropyMixin
-from rldb.cluster.node_admin import AdminMixin
-from rldb.cluster.node_handoff import HandoffMixin
-from rldb.cluster.node_reads import read_reply
-from rldb.cluster.node_reaper import ReaperMixin
-from rldb.cluster.node_ring import RingMixin
+from rldb.cluster.messages import BadMessage, decode_object, reply_from_wire
+from rldb.cluster.reads import read_reply
+from rldb.cluster.reaper import Reaper
 from rldb.cluster.store import partition_of
+from rldb.cluster.topology import Topology
 from rldb.errors import CorruptionError, InvalidArgumentError, RldbError
 
 log = logging.getLogger("rldb.cluster")
@@ -62,7 +74,7 @@ class CoreConfig:
     tombstone_grace: float = 3600.0  # s a tombstone is kept at least before collection
 
 
-class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixin):
+class NodeCore:
     def __init__(self, cfg, store, rng, generation=1, now=0.0):
         self.cfg = cfg
         self.node_id = cfg.node_id
@@ -72,23 +84,24 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         self.actor = self._actor(new=False)
         self.membership = Membership(Member(cfg.node_id, cfg.addr, generation, 0),
                                      cfg.phi_threshold, cfg.gossip_interval)
-        self._replies = []
-        self._outbox = []
+        self._host = host = Host(cfg.node_id, cfg.addr, self.membership, now, self._apply,
+                                 self._renew_actor)
         self._ops = {}
         self._timers = []  # heap of (time, op id): deadlines and sloppy deadlines
-        self._next_op = 0
         self._next_gossip = now
-        self._wake_at = now
         self._seen_forwards = OrderedDict()  # (addr, generation, op id) of forwards taken
-        self.stopped = False
-        self.counters = {"forwarded": 0, "read_repairs": 0, "bad_messages": 0,
-                         "handler_errors": 0, "quorum_failures": 0, "hinted_writes": 0,
-                         "relayed_writes": 0}
-        self._init_ring(now)
-        self._init_handoff(now)
-        self._init_aae(now)
-        self._init_reaper(now)
-        self._restore(now)
+        self.counters = counters = {
+            "forwarded": 0, "read_repairs": 0, "bad_messages": 0, "handler_errors": 0,
+            "quorum_failures": 0, "hinted_writes": 0, "relayed_writes": 0}
+        args = (cfg, host, store)
+        self.topology = topology = Topology(*args, self.hints, self.membership, rng, now)
+        self.handoff = Handoff(*args, self.hints, self.membership, topology, counters)
+        topology.add_ring_listener(self.handoff.ring_changed)
+        self.anti_entropy = AntiEntropy(*args, self.membership, topology, rng, counters, now)
+        self.reaper = Reaper(*args, self.hints, self.membership, topology, counters)
+        self.admin = Admin(cfg, self.membership, topology, self.handoff, self.anti_entropy,
+                           self.hints, counters)
+        topology.restore(now)
         self._registry = messages.Registry(cfg.partitions)
         self._dispatch = messages.dispatch_table(self.handler_tables())
 
@@ -105,15 +118,7 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         except RldbError as exc:
             reply = c.internal(str(exc))
         if reply is not None:
-            self._finish(token, reply)
-
-    def _finish(self, token, reply):
-        """A reply for a client, or for the peer that forwarded the request."""
-        if isinstance(token, tuple) and token and token[0] == "fwd":
-            _, addr, op_id = token
-            self._send_addr(addr, {"t": "fwd_reply", "id": op_id, "reply": reply_to_wire(reply)})
-        else:
-            self._replies.append((token, reply))
+            self._host.finish(token, reply)
 
     def handle_message(self, msg, now):
         """Takes a peer's message, refused (and counted) unless it is one the
@@ -133,13 +138,13 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
     def handler_tables(self):
         """{part of the node: {message type: its handler}}, as the registry
         names the parts."""
-        return {"requests": self._request_handlers(), "topology": self._ring_handlers(),
-                "handoff": self._handoff_handlers(), "anti_entropy": self._aae_handlers(),
-                "reaper": self._reaper_handlers()}
+        return {"requests": self._request_handlers(), "topology": self.topology.handlers(),
+                "handoff": self.handoff.handlers(), "anti_entropy": self.anti_entropy.handlers(),
+                "reaper": self.reaper.handlers()}
 
     def handle_timer(self, now):
         if now >= self._next_gossip:
-            self._gossip(now)
+            self._gossip_round(now)
             self._next_gossip = now + self.cfg.gossip_interval
         timers = self._timers
         while timers and timers[0][0] <= now:
@@ -147,16 +152,19 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
             op = self._ops.get(op_id)
             if op is not None:
                 self._progress(op, now)
-        if now >= self._wake_at:
-            self._wake_at = now + self.cfg.gossip_interval
-            self._run_handoffs(now)
-            self._run_aae(now)
-            self._run_reaper(now)
-            self._run_leave(now)
+        if now >= self._host.wake_at:
+            self._host.wake_at = now + self.cfg.gossip_interval
+            self.handoff.run(now)
+            self.anti_entropy.run(now)
+            self.reaper.run(now)
+            self.topology.run_leave(now)
 
-    def _wake(self, at):
-        """Background work (handoff, anti-entropy) wants a timer call at `at`."""
-        self._wake_at = min(self._wake_at, at)
+    def _gossip_round(self, now):
+        """Heartbeat, the claimant's look at the ring, transfers reported to
+        it, then our view to a few peers."""
+        self.topology.start_round(now, self.handoff.outgoing_pending())
+        self.handoff.report_transfers(now)
+        self.topology.send_gossip()
 
     def summary(self):
         """What the doors show of the node (RESP INFO and DBSIZE): keys it
@@ -165,18 +173,18 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
                 **self.counters}
 
     def replies(self):
-        out, self._replies = self._replies, []
+        out, self._host.replies = self._host.replies, []
         return out
 
     def messages_to_send(self):
-        out, self._outbox = self._outbox, []
+        out, self._host.outbox = self._host.outbox, []
         return out
 
     def next_deadline(self):
         timers = self._timers
         while timers and timers[0][1] not in self._ops:
             heapq.heappop(timers)  # its op is done
-        deadline = min(self._next_gossip, self._wake_at)
+        deadline = min(self._next_gossip, self._host.wake_at)
         return min(deadline, timers[0][0]) if timers else deadline
 
     def _open(self, op):
@@ -197,24 +205,48 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
             self.store.put_meta(b"actor", raw)
         return raw.decode()
 
-    # ---- sending ------------------------------------------------------------------------------
+    def _renew_actor(self):
+        self.actor = self._actor(new=True)
 
-    def _send(self, node_id, msg):
-        member = self.membership.members.get(node_id)
-        if member is None:
-            return  # a ring can name a node before gossip brings its address; deadlines cover it
-        msg["from"] = self.node_id
-        msg["addr"] = self.cfg.addr
-        self._outbox.append((member.addr, msg))
+    # ---- the parts' views, as the shells and tools see them ----------------------------------
 
-    def _send_addr(self, addr, msg):
-        msg["from"] = self.node_id
-        msg["addr"] = self.cfg.addr
-        self._outbox.append((addr, msg))
+    @property
+    def stopped(self):
+        """True once the node left the cluster: the shell shuts it down."""
+        return self.topology.stopped
 
-    def _new_op_id(self):
-        self._next_op += 1
-        return self._next_op
+    @property
+    def ring_version(self):
+        return self.topology.ring_version
+
+    @property
+    def owners(self):
+        return self.topology.owners
+
+    @property
+    def next_owners(self):
+        return self.topology.next_owners
+
+    def preference_list(self, key, n=None):
+        return self.topology.preference_list(key, n)
+
+    def cluster_state(self, now):
+        return self.topology.cluster_state(now)
+
+    def claimant(self, now):
+        return self.topology.claimant(now)
+
+    def transfer_plan(self):
+        return self.topology.transfer_plan()
+
+    def status_view(self, now):
+        return self.admin.status_view(now)
+
+    def ring_view(self):
+        return self.admin.ring_view()
+
+    def transfers_view(self):
+        return self.admin.transfers_view()
 
     # ---- client commands --------------------------------------------------------------------
 
@@ -226,13 +258,13 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         if isinstance(cmd, c.Ping):
             return c.Ok("PONG")
         if isinstance(cmd, c.ClusterState):
-            return c.Ok(self.cluster_state(now))
+            return c.Ok(self.topology.cluster_state(now))
         if isinstance(cmd, c.JoinCluster):
-            return self._join(cmd.addr, now)
+            return self.topology.join(cmd.addr, now)
         if isinstance(cmd, c.Stats):
             return c.Ok({"node_id": self.node_id, **self.counters})
         if isinstance(cmd, c.Admin):
-            return self._admin(token, cmd, now)
+            return self.admin.command(token, cmd, now)
         return c.invalid(f"unknown command {cmd!r}")
 
     def _quorum(self, value, default, name):
@@ -243,7 +275,7 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
 
     def _start_write(self, token, cmd, now, hops):
         q = partition_of(cmd.key, self.cfg.partitions)
-        old, new = self._prefs(q)
+        old, new = self.topology.prefs(q)
         members = old + [n for n in new if n not in old] if new else old
         if self.node_id not in members:
             if hops >= MAX_HOPS:
@@ -266,18 +298,18 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         clock = dvv.update(dvv.new((value, int(now * 1000)), vector), current, self.actor)
         data = objects.encode(clock)
         self.store.write(cmd.key, data, raw, clock)
-        self._note_local_write(q, cmd.key, clock)
+        self.handoff.note_local_write(q, cmd.key, clock)
         groups = [old] if new is None or new == old else [old, new]
         if len(groups) == 1 and old == [self.node_id] and w <= 1:
             return c.Ok()  # this node is the only replica and one ack is enough
-        op = WriteOp(self._new_op_id(), token, cmd.key, groups, w, pw,
+        op = WriteOp(self._host.new_op_id(), token, cmd.key, groups, w, pw,
                      now + self.cfg.request_timeout, now + self.cfg.sloppy_timeout,
                      "Put" if isinstance(cmd, c.Put) else "Delete", data=data)
         op.record_answer(self.node_id)
         for node in op.primaries:  # a node thought down may be up: it costs one message
             if node != self.node_id:
-                self._send(node, {"t": "rput", "id": op.op_id, "key": cmd.key, "obj": data,
-                                  "v": self.ring_version})
+                self._host.send(node, {"t": "rput", "id": op.op_id, "key": cmd.key, "obj": data,
+                                  "v": self.topology.ring_version})
                 if not self.membership.is_up(node, now):
                     op.down.add(node)
         self._open(op)
@@ -287,16 +319,16 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
     def _start_read(self, token, cmd, now):
         r = self._quorum(cmd.r, self.cfg.r, "r")
         pr = self._quorum(cmd.pr, 0, "pr")
-        old, _ = self._prefs(partition_of(cmd.key, self.cfg.partitions))
+        old, _ = self.topology.prefs(partition_of(cmd.key, self.cfg.partitions))
         if old == [self.node_id] and r <= 1:
             return read_reply(cmd.key, self.store.get(cmd.key))  # the only replica
-        op = ReadOp(self._new_op_id(), token, cmd.key, [old], r, pr,
+        op = ReadOp(self._host.new_op_id(), token, cmd.key, [old], r, pr,
                     now + self.cfg.request_timeout, now + self.cfg.sloppy_timeout)
         for node in old:
             if node == self.node_id:
                 op.reply(node, self.store.get(cmd.key))
             else:
-                self._send(node, {"t": "rget", "id": op.op_id, "key": cmd.key})
+                self._host.send(node, {"t": "rget", "id": op.op_id, "key": cmd.key})
                 if not self.membership.is_up(node, now):
                     op.down.add(node)
         self._open(op)
@@ -306,14 +338,14 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
     def _forward(self, token, cmd, members, now, hops):
         """A write coordinated by a replica: sent to the first one believed up."""
         target = next((n for n in members if self.membership.is_up(n, now)), members[0])
-        op = ForwardOp(self._new_op_id(), token, target, now + self.cfg.request_timeout)
+        op = ForwardOp(self._host.new_op_id(), token, target, now + self.cfg.request_timeout)
         self._open(op)
         fields = {"key": cmd.key, "context": cmd.context, "w": cmd.w, "pw": cmd.pw,
                   "hops": hops + 1}
         if isinstance(cmd, c.Put):
             fields["value"] = cmd.value
             fields["overwrite"] = cmd.overwrite
-        self._send(target, {"t": "fwd", "id": op.op_id,
+        self._host.send(target, {"t": "fwd", "id": op.op_id,
                             "gen": self.membership.self_member.generation,
                             "kind": "put" if isinstance(cmd, c.Put) else "delete", **fields})
         self.counters["forwarded"] += 1
@@ -328,7 +360,7 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
                 op.answered = True
                 if isinstance(outcome, c.Err) and outcome.kind == "QuorumNotReached":
                     self.counters["quorum_failures"] += 1
-                self._finish(op.token, outcome)
+                self._host.finish(op.token, outcome)
                 del self._ops[op.op_id]
             return
         if op.down or op.errors or now >= op.sloppy_at:
@@ -340,7 +372,7 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
                 self.counters["quorum_failures"] += 1
             elif isinstance(op, ReadOp):
                 outcome = read_reply(op.key, op.merged())
-            self._finish(op.token, outcome)
+            self._host.finish(op.token, outcome)
         if isinstance(op, ReadOp):
             if op.answered and op.finished(now):
                 self._read_repair(op)
@@ -362,12 +394,12 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
             op.stand_in[primary] = fallback
             op.standing_for[fallback] = primary
             if isinstance(op, WriteOp):
-                self._send(fallback, {"t": "rput", "id": op.op_id, "key": op.key,
+                self._host.send(fallback, {"t": "rput", "id": op.op_id, "key": op.key,
                                       "obj": op.data, "hint": primary})
             elif fallback == self.node_id:
                 op.reply(fallback, self.hints.get(primary, op.key))
             else:
-                self._send(fallback, {"t": "rget", "id": op.op_id, "key": op.key,
+                self._host.send(fallback, {"t": "rget", "id": op.op_id, "key": op.key,
                                       "hint": primary})
 
     def _fallback(self, op, now):
@@ -376,7 +408,7 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         q = partition_of(op.key, self.cfg.partitions)
         primaries = set(op.primaries)
         asked = set(op.standing_for) | set(op.errors)
-        order = self._ring_walk(q) + self.membership.joined()
+        order = self.topology.ring_walk(q) + self.membership.joined()
         for node in order:
             if node in primaries or node in asked or not self.membership.is_up(node, now):
                 continue
@@ -395,7 +427,7 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
             if node == self.node_id:
                 self._apply(op.key, merged)
             else:
-                self._send(node, {"t": "rput", "id": 0, "key": op.key, "obj": data})
+                self._host.send(node, {"t": "rput", "id": 0, "key": op.key, "obj": data})
 
     # ---- being a replica ----------------------------------------------------------------------
 
@@ -405,13 +437,13 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         the key's replicas; otherwise kept as hints for those that are.
         True when the stored object changed."""
         q = partition_of(key, self.cfg.partitions)
-        if self._is_member(q):
+        if self.topology.is_member(q):
             if self.store.merge(key, clock):
-                self._note_local_write(q, key, clock)
+                self.handoff.note_local_write(q, key, clock)
                 return True
             return False
         self.counters["relayed_writes"] += 1
-        for node in self._prefs(q)[0]:
+        for node in self.topology.prefs(q)[0]:
             self.hints.add(node, key, clock)
         return False
 
@@ -428,11 +460,11 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
             if hint is not None and hint != self.node_id:
                 self.hints.add(str(hint), key, incoming)
                 self.counters["hinted_writes"] += 1
-            elif msg.get("v", 0) > self.ring_version and \
-                    not self._is_member(partition_of(key, self.cfg.partitions)):
+            elif msg.get("v", 0) > self.topology.ring_version and \
+                    not self.topology.is_member(partition_of(key, self.cfg.partitions)):
                 # the coordinator knows a newer ring, where we are a replica:
                 # not acknowledged (a stand-in takes it), and we ask for that ring
-                self._send_addr(msg["addr"], self._gossip_msg("gossip"))
+                self._host.send_addr(msg["addr"], self.topology.gossip_msg("gossip"))
                 raise RldbError("this node's ring is behind the coordinator's")
             else:
                 self._apply(key, incoming)
@@ -440,7 +472,7 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
         except RldbError as exc:
             reply = {"t": "rput_err", "id": msg["id"], "reason": str(exc)}
         if msg["id"]:
-            self._send_addr(msg["addr"], reply)
+            self._host.send_addr(msg["addr"], reply)
 
     def _on_rput_ok(self, msg, now):
         op = self._ops.get(msg["id"])
@@ -462,7 +494,7 @@ class NodeCore(RingMixin, HandoffMixin, AntiEntropyMixin, ReaperMixin, AdminMixi
             reply = {"t": "rget_ok", "id": msg["id"], "obj": objects.encode(clock)}
         except RldbError as exc:
             reply = {"t": "rget_err", "id": msg["id"], "reason": str(exc)}
-        self._send_addr(msg["addr"], reply)
+        self._host.send_addr(msg["addr"], reply)
 
     def _on_rget_ok(self, msg, now):
         op = self._ops.get(msg["id"])

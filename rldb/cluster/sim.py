@@ -204,7 +204,7 @@ class Cluster:
         bad = []
         some = self.nodes[self.up()[0]]
         for q in range(self.params["partitions"]):
-            pref = [n for n in some._prefs(q)[0] if n in self.nodes]
+            pref = [n for n in some.topology.prefs(q)[0] if n in self.nodes]
             leaves = {tuple(self.stores[n].tree(q).leaves) for n in pref}
             if len(leaves) > 1:
                 bad.append(q)
@@ -228,4 +228,4 @@ class Cluster:
 
 def _holds_foreign(node):
     """True when the node still keeps a partition it does not replicate."""
-    return any(not node._is_member(q) for q in node.store.held_partitions())
+    return any(not node.topology.is_member(q) for q in node.store.held_partitions())

@@ -1,11 +1,21 @@
-"""What the admin commands show (a mixin of NodeCore): status, ring,
-transfers; repair lives with anti-entropy and leave with the ring."""
+"""What the admin commands do: status, ring and transfers are views of the
+node's parts; repair is anti-entropy's and leave the topology's."""
 from rldb.cluster import commands as c
 from rldb.cluster.membership import LEAVING, LEFT
 
 
-class AdminMixin:
-    def _admin(self, token, cmd, now):
+class Admin:
+    def __init__(self, cfg, membership, topology, handoff, anti_entropy, hints, counters):
+        self.cfg = cfg
+        self.node_id = cfg.node_id
+        self.membership = membership
+        self.topology = topology
+        self.handoff = handoff
+        self.anti_entropy = anti_entropy
+        self.hints = hints
+        self.counters = counters
+
+    def command(self, token, cmd, now):
         if cmd.op == "status":
             return c.Ok(self.status_view(now))
         if cmd.op == "ring":
@@ -13,18 +23,19 @@ class AdminMixin:
         if cmd.op == "transfers":
             return c.Ok(self.transfers_view())
         if cmd.op == "repair":
-            return self._start_repair(token, cmd, now)
+            return self.anti_entropy.start_repair(token, cmd, now)
         if cmd.op == "leave":
-            return self._leave(now)
+            return self.topology.leave(now)
         return c.invalid(f"unknown admin command {cmd.op!r}")
 
     def status_view(self, now):
         """One row per member, as this node sees it; hints, handoffs and
         bytes are what each node last gossiped of itself."""
-        self._refresh_info(now)
+        t = self.topology
+        t.refresh_info(now, self.handoff.outgoing_pending())
         rows = []
         for node_id, member in sorted(self.membership.members.items()):
-            info = self._info.get(node_id, (0, {}))[1]
+            info = t.info(node_id)
             if member.state == LEFT:
                 status = "left"
             elif not self.membership.is_up(node_id, now):
@@ -33,31 +44,27 @@ class AdminMixin:
                 status = "leaving" if member.state == LEAVING else "up"
             rows.append({"node": node_id, "addr": member.addr, "status": status,
                          "phi": round(min(max(self.membership.phi(node_id, now), 0.0), 999.0), 2) + 0.0,
-                         "partitions": self.owners.count(node_id),
+                         "partitions": t.owners.count(node_id),
                          "handoffs": info.get("handoffs"), "hints": info.get("hints"),
                          "bytes": info.get("bytes")})
-        return {"node": self.node_id, "ring_version": self.ring_version,
-                "in_transition": self.next_owners is not None, "nodes": rows}
+        return {"node": self.node_id, "ring_version": t.ring_version,
+                "in_transition": t.next_owners is not None, "nodes": rows}
 
     def ring_view(self):
+        t = self.topology
         parts = []
         for q in range(self.cfg.partitions):
-            old, new = self._prefs(q)
-            parts.append({"partition": q, "owner": self.owners[q], "preference_list": old,
+            old, new = t.prefs(q)
+            parts.append({"partition": q, "owner": t.owners[q], "preference_list": old,
                           "next": new})
-        return {"version": self.ring_version, "in_transition": self.next_owners is not None,
+        return {"version": t.ring_version, "in_transition": t.next_owners is not None,
                 "partitions": parts}
 
     def transfers_view(self):
         """This node's partition transfers and the hints it holds."""
-        outgoing = []
-        for q, dst in self.outgoing_transfers():
-            outgoing.append({"partition": q, "to": dst,
-                             "keys_sent": self._xfer_sent.get((q, dst), 0),
-                             "done": (q, dst) in self._xfer["done"],
-                             "in_flight": (q, dst) in self._xfer_flight})
-        return {"ring_version": self.ring_version, "in_transition": self.next_owners is not None,
-                "planned": len(self.transfer_plan()), "outgoing": outgoing,
-                "hints": {t: self.hints.pending(t) for t in self.hints.targets()},
+        t = self.topology
+        return {"ring_version": t.ring_version, "in_transition": t.next_owners is not None,
+                "planned": len(t.transfer_plan()), "outgoing": self.handoff.transfer_rows(),
+                "hints": {n: self.hints.pending(n) for n in self.hints.targets()},
                 "keys_transferred": self.counters["keys_transferred"],
                 "keys_received": self.counters["keys_received"]}

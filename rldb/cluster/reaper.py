@@ -1,4 +1,4 @@
-"""Tombstone collection (a mixin of NodeCore).
+"""Tombstone collection: the Reaper.
 
 A delete leaves a tombstone so that replicas that missed it learn of it
 instead of bringing the value back.  The first primary of a partition
@@ -24,33 +24,45 @@ REAP_SCAN = 200       # tombstones looked at per run
 MAX_CHECKS = 64       # collection checks in flight
 
 
-class ReaperMixin:
-    def _init_reaper(self, now):
-        self._reaps = {}        # op id -> check in flight
-        self._reap_keys = set()  # keys with a check in flight
-        self._reap_todo = []    # tombstones still to look at in this pass
-        self.counters.update({"tombstones_reaped": 0})
+class Reaper:
+    def __init__(self, cfg, host, store, hints, membership, topology, counters):
+        self.cfg = cfg
+        self.node_id = cfg.node_id
+        self.host = host
+        self.store = store
+        self.hints = hints
+        self.membership = membership
+        self.topology = topology
+        self.counters = counters
+        self._checks = {}       # op id -> check in flight
+        self._keys = set()      # keys with a check in flight
+        self._todo = []         # tombstones still to look at in this pass
+        counters.update({"tombstones_reaped": 0})
 
-    def _run_reaper(self, now):
-        for op_id, check in list(self._reaps.items()):
+    def handlers(self):
+        return {"reap_q": self.on_reap_q, "reap_a": self.on_reap_a, "reap": self.on_reap}
+
+    def run(self, now):
+        for op_id, check in list(self._checks.items()):
             if now - check["at"] > self.cfg.request_timeout:
                 self._drop_check(op_id)
-        if self.next_owners is not None or len(self._reaps) >= MAX_CHECKS:
+        if self.topology.next_owners is not None or len(self._checks) >= MAX_CHECKS:
             return
         members = [n for n, m in self.membership.members.items() if m.state != LEFT]
         if not all(self.membership.is_up(n, now) for n in members):
             return
-        if not self._reap_todo:
-            self._reap_todo = [key for q, keys in self.store.tombstones.items()
-                               if keys and self._prefs(q)[0][0] == self.node_id for key in keys]
-            if not self._reap_todo:
+        if not self._todo:
+            self._todo = [key for q, keys in self.store.tombstones.items()
+                          if keys and self.topology.prefs(q)[0][0] == self.node_id
+                          for key in keys]
+            if not self._todo:
                 return
         grace_ms = self.cfg.tombstone_grace * 1000
         others = [n for n in members if n != self.node_id]
-        for _ in range(min(REAP_SCAN, len(self._reap_todo))):
-            key = self._reap_todo.pop()
+        for _ in range(min(REAP_SCAN, len(self._todo))):
+            key = self._todo.pop()
             raw = self.store.get_raw(key)
-            if raw is None or key in self._reap_keys or self.hints.has_key(key):
+            if raw is None or key in self._keys or self.hints.has_key(key):
                 continue
             clock = objects.decode(raw, key)
             stamps = [ts for v, ts in dvv.values(clock) if v is None]
@@ -60,44 +72,41 @@ class ReaperMixin:
             if not others:
                 self._collect(check)
                 continue
-            op_id = self._new_op_id()
-            self._reaps[op_id] = check
-            self._reap_keys.add(key)
+            op_id = self.host.new_op_id()
+            self._checks[op_id] = check
+            self._keys.add(key)
             for node in others:
-                self._send(node, {"t": "reap_q", "id": op_id, "key": key, "hash": check["hash"],
-                                  "v": self.ring_version})
-            if len(self._reaps) >= MAX_CHECKS:
+                self.host.send(node, {"t": "reap_q", "id": op_id, "key": key,
+                                      "hash": check["hash"], "v": self.topology.ring_version})
+            if len(self._checks) >= MAX_CHECKS:
                 return
-        if self._reap_todo:
-            self._wake(now)  # more to look at; a new pass waits for the next round
+        if self._todo:
+            self.host.wake(now)  # more to look at; a new pass waits for the next round
 
     def _drop_check(self, op_id):
-        check = self._reaps.pop(op_id)
-        self._reap_keys.discard(check["key"])
+        check = self._checks.pop(op_id)
+        self._keys.discard(check["key"])
 
     def _collect(self, check):
         key, expected = check["key"], check["hash"]
-        for node in self._prefs(partition_of(key, self.cfg.partitions))[0]:
+        for node in self.topology.prefs(partition_of(key, self.cfg.partitions))[0]:
             if node == self.node_id:
                 if self.store.remove_tombstone(key, expected):
                     self.counters["tombstones_reaped"] += 1
             else:
-                self._send(node, {"t": "reap", "key": key, "hash": expected})
+                self.host.send(node, {"t": "reap", "key": key, "hash": expected})
 
-    def _reaper_handlers(self):
-        return {"reap_q": self._on_reap_q, "reap_a": self._on_reap_a, "reap": self._on_reap}
-
-    def _on_reap_q(self, msg, now):
+    def on_reap_q(self, msg, now):
         key, expected = msg["key"], msg["hash"]
-        ok = msg["v"] == self.ring_version and self.next_owners is None \
+        ok = msg["v"] == self.topology.ring_version and self.topology.next_owners is None \
             and not self.hints.has_key(key)
-        if ok and self.node_id in self._prefs(partition_of(key, self.cfg.partitions))[0]:
+        if ok and self.node_id in self.topology.prefs(partition_of(key, self.cfg.partitions))[0]:
             raw = self.store.get_raw(key)
             ok = raw is not None and object_hash(raw) == expected
-        self._send_addr(msg["addr"], {"t": "reap_a", "id": msg["id"], "ok": ok})
+        self.host.send_addr(msg["addr"], {"t": "reap_a", "id": msg["id"], "ok": ok})
 
-    def _on_reap_a(self, msg, now):
-        check = self._reaps.get(msg["id"])
+    def on_reap_a(self, msg, now):
+        check = self._checks.get(msg["id"])
         if check is None or msg["from"] not in check["waiting"]:
             return
         if not msg["ok"]:
@@ -108,6 +117,6 @@ class ReaperMixin:
             self._drop_check(msg["id"])
             self._collect(check)
 
-    def _on_reap(self, msg, now):
+    def on_reap(self, msg, now):
         if self.store.remove_tombstone(msg["key"], msg["hash"]):
             self.counters["tombstones_reaped"] += 1

@@ -1,5 +1,5 @@
-"""Handing data on (a mixin of NodeCore): hinted handoff and ownership
-transfers, both in acknowledged batches at a bounded rate.
+"""Handing data on: hinted handoff and ownership transfers, both in
+acknowledged batches at a bounded rate.
 
 Hints: a fallback delivers the hints it holds for a primary once the
 failure detector sees that primary up, one batch in flight per primary,
@@ -15,7 +15,11 @@ either side (a batch delivered twice merges to the same result).  A
 finished transfer is reported to the claimant until the ring flips.  After
 a flip, partitions this node no longer replicates are deleted in batches,
 a few gossip rounds later (so that reads from nodes still on the old ring
-find the data)."""
+find the data).
+
+The ring is the Topology's: Handoff reads it, adopts the ring a transfer
+brings, reports to the claimant through it, and is told of every change
+(ring_changed, registered as a listener)."""
 import msgpack
 
 from rldb.cluster import objects
@@ -27,20 +31,32 @@ DROP_ROUNDS = 4        # gossip rounds between a flip and deleting what moved aw
 DROP_BATCH = 1000
 
 
-class HandoffMixin:
-    def _init_handoff(self, now):
+class Handoff:
+    def __init__(self, cfg, host, store, hints, membership, topology, counters):
+        self.cfg = cfg
+        self.node_id = cfg.node_id
+        self.host = host
+        self.store = store
+        self.hints = hints
+        self.membership = membership
+        self.topology = topology
+        self.counters = counters
         self._hint_flight = {}   # target -> (op id, items, sent at)
         self._hint_next = {}     # target -> earliest time of its next batch
         self._xfer_flight = {}   # (partition, target) -> (op id, last key, last?, sent at, count)
         self._xfer_next = {}     # target -> earliest time of its next batch
         self._xfer_sent = {}     # (partition, target) -> keys acknowledged (progress)
-        self._xfer = self._load_xfer()
-        self.counters.update({"hints_delivered": 0, "keys_transferred": 0,
-                              "keys_received": 0, "keys_dropped": 0})
+        self.transfers = self._load_transfers()  # persisted: ring version, cursors, done
+        counters.update({"hints_delivered": 0, "keys_transferred": 0,
+                         "keys_received": 0, "keys_dropped": 0})
+
+    def handlers(self):
+        return {"hints": self.on_hints, "hints_ok": self.on_hints_ok, "xfer": self.on_xfer,
+                "xfer_ok": self.on_xfer_ok, "xfer_no": self.on_xfer_no}
 
     # ---- transfer state -------------------------------------------------------------------------
 
-    def _load_xfer(self):
+    def _load_transfers(self):
         state = {"v": None, "cursor": {}, "done": set()}
         raw = self.store.get_meta(b"xfer")
         if raw is not None:
@@ -52,43 +68,51 @@ class HandoffMixin:
                 pass  # a damaged record: the transfers start over, which is safe
         return state
 
-    def _save_xfer(self):
-        x = self._xfer
+    def _save_transfers(self):
+        x = self.transfers
         self.store.put_meta(b"xfer", msgpack.packb(
             {"v": x["v"], "cursor": [[q, d, k] for (q, d), k in x["cursor"].items()],
              "done": [[q, d] for q, d in x["done"]]}, use_bin_type=True))
 
-    def _ring_changed(self, now):
-        if self._xfer["v"] != self.ring_version:
-            self._xfer = {"v": self.ring_version, "cursor": {}, "done": set()}
+    def ring_changed(self, now):
+        """The Topology's listener: a new ring starts its transfers afresh."""
+        if self.transfers["v"] != self.topology.ring_version:
+            self.transfers = {"v": self.topology.ring_version, "cursor": {}, "done": set()}
             self._xfer_sent = {}
         self._xfer_flight = {}
-        self._wake(now)
+        self.host.wake(now)
 
     def outgoing_transfers(self):
-        return [(q, dst) for q, src, dst in self.transfer_plan() if src == self.node_id]
+        return [(q, dst) for q, src, dst in self.topology.transfer_plan() if src == self.node_id]
 
     def outgoing_pending(self):
         return sum(1 for t in self.outgoing_transfers()
-                   if t not in self._xfer["done"] or self.hints.pending_in(t[1], t[0]))
+                   if t not in self.transfers["done"] or self.hints.pending_in(t[1], t[0]))
+
+    def transfer_rows(self):
+        """One row per outgoing transfer (what the admin command shows)."""
+        return [{"partition": q, "to": dst, "keys_sent": self._xfer_sent.get((q, dst), 0),
+                 "done": (q, dst) in self.transfers["done"],
+                 "in_flight": (q, dst) in self._xfer_flight}
+                for q, dst in self.outgoing_transfers()]
 
     # ---- the background job ---------------------------------------------------------------------
 
-    def _run_handoffs(self, now):
+    def run(self, now):
         for target in self.hints.targets():
             self._deliver_hints(target, now)
-        if self.next_owners is not None:
+        if self.topology.next_owners is not None:
             self._run_transfers(now)
         else:
             self._drop_partitions(now)
 
-    def _note_local_write(self, q, key, clock):
+    def note_local_write(self, q, key, clock):
         """A write this node applied to a partition it is handing away: the
         nodes taking it over get it as a hint too, in case the write came
         from a coordinator that does not know of the transition yet."""
-        if self.next_owners is None:
+        if self.topology.next_owners is None:
             return
-        old, new = self._prefs(q)
+        old, new = self.topology.prefs(q)
         if self.node_id in old and self.node_id not in new:
             for dst in new:
                 if dst not in old:
@@ -104,12 +128,12 @@ class HandoffMixin:
             del self._hint_flight[target]  # lost on the way: send it again
         at = self._hint_next.get(target, 0.0)
         if now < at:
-            self._wake(at)
+            self.host.wake(at)
             return
         member = self.membership.members.get(target)
         if target == self.node_id or member is None or member.state == LEFT or (
-                member.state == LEAVING and target not in self.owners
-                and target not in (self.next_owners or ())):
+                member.state == LEAVING and target not in self.topology.owners
+                and target not in (self.topology.next_owners or ())):
             self._rehome_hints(target, now)  # it holds no partition any more
             return
         via = target
@@ -122,10 +146,10 @@ class HandoffMixin:
                 return
         items = self.hints.batch(target, self.cfg.handoff_batch)
         if items:
-            op_id = self._new_op_id()
+            op_id = self.host.new_op_id()
             self._hint_flight[target] = (op_id, items, now)
-            self._send(via, {"t": "hints", "id": op_id, "for": target,
-                             "items": [[k, d] for k, d in items]})
+            self.host.send(via, {"t": "hints", "id": op_id, "for": target,
+                                 "items": [[k, d] for k, d in items]})
 
     def _rehome_hints(self, target, now):
         """Hints for a node that is gone (or for this node): to the key's
@@ -134,32 +158,28 @@ class HandoffMixin:
         for key, data in items:
             clock = objects.decode(data, key)
             if target == self.node_id:
-                self._apply(key, clock)
+                self.host.apply(key, clock)
                 continue
-            for node in self.preference_list(key):
+            for node in self.topology.preference_list(key):
                 if node == self.node_id:
-                    self._apply(key, clock)
+                    self.host.apply(key, clock)
                 else:
                     self.hints.add(node, key, clock)
         self.hints.delivered(target, items)
         if items:
-            self._wake(now)
+            self.host.wake(now)
 
-    def _handoff_handlers(self):
-        return {"hints": self._on_hints, "hints_ok": self._on_hints_ok, "xfer": self._on_xfer,
-                "xfer_ok": self._on_xfer_ok, "xfer_no": self._on_xfer_no}
-
-    def _on_hints(self, msg, now):
+    def on_hints(self, msg, now):
         target = str(msg["for"])
         for key, data in msg["items"]:
             clock = decode_object(data, key)
             if target == self.node_id:
-                self._apply(key, clock)
+                self.host.apply(key, clock)
             else:
                 self.hints.add(target, key, clock)  # kept for a primary on a leaving node's behalf
-        self._send_addr(msg["addr"], {"t": "hints_ok", "id": msg["id"], "for": target})
+        self.host.send_addr(msg["addr"], {"t": "hints_ok", "id": msg["id"], "for": target})
 
-    def _on_hints_ok(self, msg, now):
+    def on_hints_ok(self, msg, now):
         target = str(msg["for"])
         flight = self._hint_flight.get(target)
         if flight is None or flight[0] != msg["id"]:
@@ -168,15 +188,15 @@ class HandoffMixin:
         self.counters["hints_delivered"] += self.hints.delivered(target, flight[1])
         self._hint_next[target] = now + len(flight[1]) / self.cfg.handoff_rate
         self._deliver_hints(target, now)
-        if self.next_owners is not None and not self.hints.pending(target):
-            self._report_transfers(now)
+        if self.topology.next_owners is not None and not self.hints.pending(target):
+            self.report_transfers(now)
 
     # ---- ownership transfers --------------------------------------------------------------------
 
     def _run_transfers(self, now):
         flights = 0
         for q, dst in self.outgoing_transfers():
-            if (q, dst) in self._xfer["done"]:
+            if (q, dst) in self.transfers["done"]:
                 continue
             flight = self._xfer_flight.get((q, dst))
             if flight is not None:
@@ -190,47 +210,48 @@ class HandoffMixin:
                 continue
             at = self._xfer_next.get(dst, 0.0)
             if now < at:
-                self._wake(at)
+                self.host.wake(at)
                 continue
             self._send_transfer(q, dst, now)
             flights += 1
 
     def _send_transfer(self, q, dst, now):
-        cursor = self._xfer["cursor"].get((q, dst))
+        cursor = self.transfers["cursor"].get((q, dst))
         items = self.store.partition_raw(q, after=cursor, limit=self.cfg.handoff_batch)
         last = len(items) < self.cfg.handoff_batch
-        op_id = self._new_op_id()
+        op_id = self.host.new_op_id()
         self._xfer_flight[(q, dst)] = (op_id, items[-1][0] if items else cursor, last, now,
                                        len(items))
-        self._send(dst, {"t": "xfer", "id": op_id, "v": self.ring_version, "q": q,
-                         "ring": [self.ring_version, self.owners, self.next_owners],
-                         "items": [[k, d] for k, d in items], "last": last})
+        t = self.topology
+        self.host.send(dst, {"t": "xfer", "id": op_id, "v": t.ring_version, "q": q,
+                             "ring": [t.ring_version, t.owners, t.next_owners],
+                             "items": [[k, d] for k, d in items], "last": last})
 
-    def _on_xfer(self, msg, now):
+    def on_xfer(self, msg, now):
         # The target may not have heard of the transition yet (gossip is
         # slower than the stream): the batch brings the ring with it.
-        if msg["v"] > self.ring_version and "ring" in msg:
-            self._take_ring(msg["ring"], now)
+        if msg["v"] > self.topology.ring_version and "ring" in msg:
+            self.topology.take_ring(msg["ring"], now)
         q = int(msg["q"])
-        if not self._is_member(q):
+        if not self.topology.is_member(q):
             # applied here the keys would only be relayed on: refuse the
             # batch, the sender sends it again later
-            self._send_addr(msg["addr"], {"t": "xfer_no", "id": msg["id"], "q": q})
+            self.host.send_addr(msg["addr"], {"t": "xfer_no", "id": msg["id"], "q": q})
             return
         for key, data in msg["items"]:
-            self._apply(key, decode_object(data, key))
+            self.host.apply(key, decode_object(data, key))
         self.counters["keys_received"] += len(msg["items"])
-        self._send_addr(msg["addr"], {"t": "xfer_ok", "id": msg["id"], "q": msg["q"]})
+        self.host.send_addr(msg["addr"], {"t": "xfer_ok", "id": msg["id"], "q": msg["q"]})
 
-    def _on_xfer_no(self, msg, now):
+    def on_xfer_no(self, msg, now):
         name = (int(msg["q"]), msg["from"])
         flight = self._xfer_flight.get(name)
         if flight is not None and flight[0] == msg["id"]:
             del self._xfer_flight[name]
             self._xfer_next[name[1]] = now + self.cfg.gossip_interval
-            self._wake(now + self.cfg.gossip_interval)
+            self.host.wake(now + self.cfg.gossip_interval)
 
-    def _on_xfer_ok(self, msg, now):
+    def on_xfer_ok(self, msg, now):
         name = (int(msg["q"]), msg["from"])
         flight = self._xfer_flight.get(name)
         if flight is None or flight[0] != msg["id"]:
@@ -240,41 +261,40 @@ class HandoffMixin:
         self.counters["keys_transferred"] += count
         self._xfer_sent[name] = self._xfer_sent.get(name, 0) + count
         if last:
-            self._xfer["done"].add(name)
+            self.transfers["done"].add(name)
         elif last_key is not None:
-            self._xfer["cursor"][name] = last_key
-        self._save_xfer()
+            self.transfers["cursor"][name] = last_key
+        self._save_transfers()
         self._xfer_next[name[1]] = now + count / self.cfg.handoff_rate
         if last:
-            self._report_transfers(now)
+            self.report_transfers(now)
         self._run_transfers(now)
 
-    def _report_transfers(self, now):
+    def report_transfers(self, now):
         """Tells the claimant which of our transfers are done (again each
         gossip round until the ring flips: a report may be lost)."""
-        if self.next_owners is None:
+        if self.topology.next_owners is None:
             return
         # a write that reached us after the stream passed its key is a hint
         # for the target; the transfer is only whole once those are delivered
-        done = sorted(t for t in self._xfer["done"] if not self.hints.pending_in(t[1], t[0]))
+        done = sorted(t for t in self.transfers["done"] if not self.hints.pending_in(t[1], t[0]))
         if not done:
             return
-        claimant = self.claimant(now)
+        claimant = self.topology.claimant(now)
         if claimant == self.node_id:
-            self._reports.update((q, self.node_id, dst) for q, dst in done)
-            self._maybe_claim(now)
+            self.topology.transfers_done(self.node_id, done, now)
         elif claimant is not None:
-            self._send(claimant, {"t": "xfer_done", "v": self.ring_version,
-                                  "done": [[q, d] for q, d in done]})
+            self.host.send(claimant, {"t": "xfer_done", "v": self.topology.ring_version,
+                                      "done": [[q, d] for q, d in done]})
 
     def _drop_partitions(self, now):
-        at = self._flipped_at + DROP_ROUNDS * self.cfg.gossip_interval
+        at = self.topology.flipped_at + DROP_ROUNDS * self.cfg.gossip_interval
         if now < at:
-            self._wake(at)
+            self.host.wake(at)
             return
         for q in self.store.held_partitions():
-            if not self._is_member(q):
+            if not self.topology.is_member(q):
                 self.counters["keys_dropped"] += self.store.drop_partition(q, DROP_BATCH)
-                self.actor = self._actor(new=True)  # what it dropped held dots of ours
-                self._wake(now)
+                self.host.renew_actor()  # what it dropped held dots of ours
+                self.host.wake(now)
                 return

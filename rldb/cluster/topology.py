@@ -1,4 +1,4 @@
-"""Membership, the ring, and how the ring changes (a mixin of NodeCore).
+"""Membership, the ring, and how the ring changes: the node's Topology.
 
 The ring is (version, owners, next).  Only the claimant (the lowest id among
 joined members that are up) changes it.  When the members change, it does
@@ -6,9 +6,11 @@ not move partitions at once: it sets `next`, the ring it wants, and the
 ring is in transition.  During a transition writes go to the preference
 lists of both rings (and need w in each), reads to the old one, and every
 node that drops out of a partition's list streams its copy to the nodes
-that come in (node_handoff).  Each source reports its finished transfers
-to the claimant, which flips the ring (owners = next) when all are done.
-After a flip, nodes delete the partitions they no longer replicate.
+that come in (rldb.cluster.handoff, told of every ring change by the
+listener it registers here).  Each source reports its finished transfers
+to the claimant (transfers_done), which flips the ring (owners = next) when
+all are done.  After a flip, nodes delete the partitions they no longer
+replicate.
 
 A leaving node marks itself "leaving": the claimant plans a ring without
 it, and once the flip leaves it nothing (and its hints are handed on) it
@@ -23,19 +25,36 @@ from rldb.cluster.store import partition_of
 INFO_EVERY = 5.0  # s between refreshes of this node's engine size (stats may scan)
 
 
-class RingMixin:
-    def _init_ring(self, now):
+class Topology:
+    def __init__(self, cfg, host, store, hints, membership, rng, now):
+        self.cfg = cfg
+        self.node_id = cfg.node_id
+        self.host = host
+        self.store = store
+        self.hints = hints
+        self.membership = membership
+        self.rng = rng
         self.ring_version = 1
-        self.owners = ring.initial(self.cfg.partitions, [self.node_id], self.cfg.n)
+        self.owners = ring.initial(cfg.partitions, [self.node_id], cfg.n)
         self.next_owners = None
+        self.flipped_at = now         # when the ring last flipped (partitions drop after it)
+        self.stopped = False          # the node left the cluster: the shell shuts it down
         self._pref_cache = {}
         self._joining = None          # the address we are joining through, until it answers
         self._reports = set()         # claimant: (partition, source, target) transfers done
-        self._flipped_at = now        # when the ring last flipped (partitions drop after it)
         self._stop_at = None
         self._info = {}               # node -> (heartbeat, info dict) as gossiped
         self._info_at = -INFO_EVERY
         self._engine_bytes = 0
+        self._listeners = []
+
+    def add_ring_listener(self, listener):
+        """listener(now) is called after every change of the ring."""
+        self._listeners.append(listener)
+
+    def handlers(self):
+        return {"gossip": self.on_gossip, "gossip_reply": self.on_gossip_reply,
+                "join": self.on_join, "xfer_done": self.on_xfer_done}
 
     # ---- views ------------------------------------------------------------------------------
 
@@ -43,7 +62,7 @@ class RingMixin:
     def tick(self):
         return self.membership.self_member.heartbeat
 
-    def _prefs(self, q):
+    def prefs(self, q):
         """The preference lists of partition q: (current, next or None)."""
         got = self._pref_cache.get(q)
         if got is None:
@@ -53,17 +72,17 @@ class RingMixin:
             got = self._pref_cache[q] = (old, new)
         return got
 
-    def _is_member(self, q):
+    def is_member(self, q):
         """True when this node keeps partition q's objects (in the current or
         next preference list)."""
-        old, new = self._prefs(q)
+        old, new = self.prefs(q)
         return self.node_id in old or (new is not None and self.node_id in new)
 
     def preference_list(self, key, n=None):
         return ring.preference_list(self.owners, partition_of(key, self.cfg.partitions),
                                     n or self.cfg.n)
 
-    def _ring_walk(self, q):
+    def ring_walk(self, q):
         """Nodes in ring order from partition q, each once."""
         out = []
         count = len(self.owners)
@@ -89,15 +108,19 @@ class RingMixin:
             return []
         out = []
         for q in range(self.cfg.partitions):
-            old, new = self._prefs(q)
+            old, new = self.prefs(q)
             for src in old:
                 if src not in new:
                     out.extend((q, src, dst) for dst in new if dst not in old)
         return out
 
+    def info(self, node_id):
+        """What node_id last gossiped of itself (hints, handoffs, bytes)."""
+        return self._info.get(node_id, (0, {}))[1]
+
     # ---- what survives a restart ---------------------------------------------------------------
 
-    def _restore(self, now):
+    def restore(self, now):
         """The ring and members this node last knew, so that a restarted node
         rejoins as it was instead of starting alone."""
         raw = self.store.get_meta(b"cluster")
@@ -128,24 +151,30 @@ class RingMixin:
         self._pref_cache = {}
         self._reports = set()
         if flipped:
-            self._flipped_at = now
-        self._ring_changed(now)
+            self.flipped_at = now
+        for listener in self._listeners:
+            listener(now)
         if persist:
             self._persist()
 
     # ---- gossip -------------------------------------------------------------------------------
 
-    def _gossip(self, now):
+    def start_round(self, now, handoffs):
+        """A gossip round's first half: our heartbeat grows, a join not yet
+        answered is sent again, our figures (handoffs: transfers still to
+        finish) are refreshed, and the claimant looks at the ring."""
         self.membership.beat()
         if self._joining is not None:
             self._send_join(self._joining)  # the last one may have been lost
-        self._refresh_info(now)
+        self.refresh_info(now, handoffs)
         self._maybe_claim(now)
-        self._report_transfers(now)
-        for node in self.membership.gossip_targets(self.rng, self.cfg.fanout):
-            self._send(node, self._gossip_msg("gossip"))
 
-    def _refresh_info(self, now):
+    def send_gossip(self):
+        """A gossip round's second half: our view to a few peers."""
+        for node in self.membership.gossip_targets(self.rng, self.cfg.fanout):
+            self.host.send(node, self.gossip_msg("gossip"))
+
+    def refresh_info(self, now, handoffs):
         if now - self._info_at >= INFO_EVERY:
             self._info_at = now
             try:
@@ -154,23 +183,18 @@ class RingMixin:
             except Exception:
                 self._engine_bytes = -1
         self._info[self.node_id] = (self.tick, {
-            "hints": self.hints.pending(), "handoffs": self.outgoing_pending(),
-            "bytes": self._engine_bytes})
+            "hints": self.hints.pending(), "handoffs": handoffs, "bytes": self._engine_bytes})
 
-    def _gossip_msg(self, kind):
+    def gossip_msg(self, kind):
         return {"t": kind, "members": [m.to_list() for m in self.membership.entries()],
                 "ring": [self.ring_version, self.owners, self.next_owners],
                 "info": {n: [hb, info] for n, (hb, info) in self._info.items()}}
 
-    def _ring_handlers(self):
-        return {"gossip": self._on_gossip, "gossip_reply": self._on_gossip_reply,
-                "join": self._on_join, "xfer_done": self._on_xfer_done}
-
-    def _on_gossip(self, msg, now):
+    def on_gossip(self, msg, now):
         self._take_gossip(msg, now)
-        self._send_addr(msg["addr"], self._gossip_msg("gossip_reply"))
+        self.host.send_addr(msg["addr"], self.gossip_msg("gossip_reply"))
 
-    def _on_gossip_reply(self, msg, now):
+    def on_gossip_reply(self, msg, now):
         self._take_gossip(msg, now)
         if self._joining is not None and self.ring_version > 0:
             self._joining = None
@@ -181,14 +205,15 @@ class RingMixin:
             if node != self.node_id and isinstance(info, dict) and \
                     hb > self._info.get(node, (-1, None))[0]:
                 self._info[node] = (hb, info)
-        if not self._take_ring(msg["ring"], now) and changed:
+        if not self.take_ring(msg["ring"], now) and changed:
             self._persist()
         if changed:
             self._maybe_claim(now)
 
-    def _take_ring(self, item, now):
-        """Adopts a ring [version, owners, next] from a peer if it is newer
-        (or, at the same version, wins the tie); True when it did."""
+    def take_ring(self, item, now):
+        """Adopts a ring [version, owners, next] from a peer (checked by the
+        message registry) if it is newer (or, at the same version, wins the
+        tie); True when it did."""
         version, owners, nxt = (list(item) + [None])[:3]  # [version, owners] is settled
         if version > self.ring_version or (
                 version == self.ring_version and [owners, nxt] != [self.owners, self.next_owners]
@@ -199,7 +224,7 @@ class RingMixin:
 
     # ---- join and leave -----------------------------------------------------------------------
 
-    def _join(self, addr, now):
+    def join(self, addr, now):
         """Joins the cluster the node at addr belongs to: our ring gives way
         to theirs, and their claimant gives us partitions."""
         if addr == self.cfg.addr:
@@ -210,15 +235,15 @@ class RingMixin:
         return c.Ok()
 
     def _send_join(self, addr):
-        self._send_addr(addr, {"t": "join", "member": self.membership.self_member.to_list()})
+        self.host.send_addr(addr, {"t": "join", "member": self.membership.self_member.to_list()})
 
-    def _on_join(self, msg, now):
+    def on_join(self, msg, now):
         if self.membership.merge([Member.from_list(msg["member"])], now):
             self._persist()
         self._maybe_claim(now)
-        self._send_addr(msg["addr"], self._gossip_msg("gossip_reply"))
+        self.host.send_addr(msg["addr"], self.gossip_msg("gossip_reply"))
 
-    def _leave(self, now):
+    def leave(self, now):
         """Starts leaving: the claimant moves our partitions to the others."""
         others = [n for n in self.membership.joined() if n != self.node_id]
         if not others:
@@ -227,10 +252,10 @@ class RingMixin:
             self.membership.set_state(LEAVING)
             self._persist()
             for node in others:
-                self._send(node, self._gossip_msg("gossip"))
+                self.host.send(node, self.gossip_msg("gossip"))
         return c.Ok("leaving")
 
-    def _run_leave(self, now):
+    def run_leave(self, now):
         """A leaving node that holds nothing any more says so, then stops."""
         state = self.membership.self_member.state
         if state == LEAVING and self.node_id not in self.owners and self.next_owners is None \
@@ -238,12 +263,12 @@ class RingMixin:
             self.membership.set_state(LEFT)
             self._persist()
             for node in self.membership.gossip_targets(self.rng, len(self.membership.members)):
-                self._send(node, self._gossip_msg("gossip"))
+                self.host.send(node, self.gossip_msg("gossip"))
             self._stop_at = now + 2 * self.cfg.gossip_interval
         if self._stop_at is not None and now >= self._stop_at:
             self.stopped = True
         if self._stop_at is not None:
-            self._wake(self._stop_at)
+            self.host.wake(self._stop_at)
 
     # ---- the claimant ---------------------------------------------------------------------------
 
@@ -263,8 +288,13 @@ class RingMixin:
         if all(t in self._reports for t in plan):
             self._set_ring(self.ring_version + 1, self.next_owners, None, now)
 
-    def _on_xfer_done(self, msg, now):
+    def transfers_done(self, source, done, now):
+        """The claimant hears that source finished sending each (partition,
+        target) of done (its own report, or one from xfer_done)."""
+        self._reports.update((q, source, dst) for q, dst in done)
+        self._maybe_claim(now)
+
+    def on_xfer_done(self, msg, now):
         if msg["v"] != self.ring_version or self.next_owners is None:
             return
-        self._reports.update((int(q), msg["from"], str(dst)) for q, dst in msg["done"])
-        self._maybe_claim(now)
+        self.transfers_done(msg["from"], [(int(q), str(dst)) for q, dst in msg["done"]], now)
