@@ -57,8 +57,10 @@ def feed_in_chunks(data, cuts, max_frame=p.MAX_FRAME):
 
 
 def reference_decode(data, max_frame=p.MAX_FRAME):
-    """The frame rules as DESIGN.md section 4 states them: (frames, outcome)
-    where outcome is ("more", n_buffered) or ("error", tag)."""
+    """The frame rules as docs/protocol.md states them: (frames, outcome)
+    where outcome is ("more", n_buffered) or ("error", tag).  Node-to-node
+    frames (command 32) may be as large as a reply frame, other requests
+    max_frame."""
     frames, pos = [], 0
     while True:
         left = len(data) - pos
@@ -77,7 +79,7 @@ def reference_decode(data, max_frame=p.MAX_FRAME):
             return frames, ("error", "MessageRequestIdMustBeUtf8Encoded")
         (payload_len,) = struct.unpack_from(">I", data, pos + 5 + rid_len)
         total = 9 + rid_len + payload_len
-        if total > max_frame:
+        if total > (p.MAX_REPLY_FRAME if cmd_id == p.INTERNAL else max_frame):
             return frames, ("error", "MaxMessageSizeExceeded")
         if left < total:
             return frames, ("more", left)
