@@ -85,14 +85,14 @@ def simulate(seed, ops=60, runs=None):
             TOTALS["wiped"] += wipe
             cl.start(name, wipe=wipe)
         elif roll < 0.09:
-            everyone = sorted(cl.generations)
+            everyone = sorted(cl.started)
             cl.partition(rng.sample(everyone, rng.randint(1, len(everyone) - 1)))
             TOTALS["partitions"] += 1
         elif roll < 0.13:
             cl.heal()
         elif roll < 0.15 and not joined:
             joined = True
-            cl.add_node(f"n{len(cl.generations) + 1}")
+            cl.add_node(f"n{len(cl.started) + 1}")
             TOTALS["joins"] += 1
         elif roll < 0.17 and not left and not crashed and len(cl.up()) >= 4:
             left = True
@@ -255,3 +255,28 @@ def test_a_restarted_node_can_forward_again():
     cl.client("n2", token, c.Get(key))
     assert sorted(cl.wait_for(token, 3.0).value.values) == [b"v0", b"v1"]
     assert owners == cl.nodes["n2"].owners
+
+
+def test_a_node_restarts_with_the_generation_a_real_node_takes():
+    """The simulator starts a node as the server does (next_generation over
+    its store and the clock): a restart with its data counts up from the
+    stored generation, a wiped one still starts above it (the time in ms),
+    and the peers see it up again either way."""
+    cl = Cluster(5, size=3, n=3, r=2, w=2, partitions=16)
+    assert cl.join_all()
+
+    def generation():
+        return cl.nodes["n2"].membership.self_member.generation
+    assert generation() == 1
+    cl.crash("n2")
+    cl.run_for(1.0)
+    cl.start("n2")
+    restarted = generation()
+    assert restarted == max(2, int(cl.now * 1000)) and restarted > 1
+    cl.crash("n2")
+    cl.run_for(1.0)
+    cl.start("n2", wipe=True)
+    assert generation() == int(cl.now * 1000) > restarted
+    cl.run_for(3.0)
+    assert all(node.membership.is_up("n2", cl.now) for node in cl.nodes.values())
+    assert {node.membership.members["n2"].generation for node in cl.nodes.values()} == {generation()}

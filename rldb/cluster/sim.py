@@ -1,6 +1,8 @@
 """A seeded simulation of a cluster of NodeCores: a virtual clock, a network
 that delays, drops, duplicates and reorders messages and can be cut into
 partitions, and nodes that crash and restart (with their data, or wiped).
+A node (re)starts as a real one does: its generation comes from
+generation.next_generation over its store and the (virtual) time.
 
 Everything random comes from one seed, and every fault is logged, so a
 failing run can be replayed from its seed and read from its schedule.  The
@@ -9,6 +11,7 @@ a message a node refuses or fails to handle stops the run: it is a bug."""
 import heapq
 import random
 
+from rldb.cluster.generation import next_generation
 from rldb.cluster.node import CoreConfig, NodeCore
 from rldb.cluster.store import ObjectStore
 from rldb.storage import open_engine
@@ -65,7 +68,7 @@ class Cluster:
         self.params.update(core or {})
         self.stores = {}
         self.nodes = {}
-        self.generations = {}
+        self.started = set()  # every node name ever started: partition() cuts them all
         self.replies = {}
         self.log = []
         for i in range(1, size + 1):
@@ -76,10 +79,11 @@ class Cluster:
     def start(self, name, wipe=False):
         if wipe or name not in self.stores:
             self.stores[name] = ObjectStore(open_engine("memory"), self.params["partitions"])
-        self.generations[name] = self.generations.get(name, 0) + 1
+        self.started.add(name)
         cfg = CoreConfig(node_id=name, addr=name, **self.params)
+        generation = next_generation(self.stores[name], self.now)
         self.nodes[name] = NodeCore(cfg, self.stores[name], random.Random(self.rng.random()),
-                                    self.generations[name], self.now)
+                                    generation, self.now)
         self.record("start", name, "wiped" if wipe else "with data")
 
     def crash(self, name):
@@ -215,8 +219,8 @@ class Cluster:
     def partition(self, group):
         """Cuts every link between group and the rest."""
         group = set(group)
-        for a in self.generations:
-            for b in self.generations:
+        for a in self.started:
+            for b in self.started:
                 if (a in group) != (b in group):
                     self.net.cut.add(frozenset((a, b)))
         self.record("partition", sorted(group))
