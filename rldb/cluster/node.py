@@ -9,7 +9,8 @@ from the rng it is given.  A standalone node is a cluster of one.  When
 
 This module holds the request path: coordinating reads and writes (quorums,
 sloppy-quorum stand-ins, read repair, forwarding a write to a replica) and
-being a replica (rput, rget, fwd).  The rest of what a node does are parts
+being a replica (rput, rget, fwd); the per-request state machines are in
+coordinator, what a read answers in reads.  The rest of what a node does are parts
 it owns and delegates to (as aioquic's QuicConnection does to its recovery
 and streams), each with its own state and module:
   topology.Topology         membership, the ring, its transitions, join, leave,
@@ -35,9 +36,9 @@ from dataclasses import dataclass
 
 from rldb.cluster import commands as c
 from rldb.cluster import context, dvv, messages, objects
-from rldb.cluster.coordinator import ForwardOp, QuorumOp, ReadOp, WriteOp
 from rldb.cluster.admin import Admin
 from rldb.cluster.anti_entropy import AntiEntropy
+from rldb.cluster.coordinator import ForwardOp, QuorumOp, ReadOp, WriteOp
 from rldb.cluster.handoff import Handoff
 from rldb.cluster.hints import HintStore
 from rldb.cluster.host import Host
