@@ -9,7 +9,7 @@
    - RSS growth of the process across the load, as a cross-check (it also
      counts allocator slack and whatever else the load touched).
    Both for a Bitcask engine loaded with N puts (values of 8 bytes), and for
-   the keydir alone (rldb._core.Keydir), each in a process of its own.  Riak
+   the keydir alone (rldb._core.keydir.Keydir), each in a process of its own.  Riak
    documents about 91 bytes per key plus the key (so 107 at 16-byte keys) for
    its keydir.
 2. Reopen time of a Bitcask store of --reopen-n keys (16-byte keys; 100-byte
@@ -28,7 +28,7 @@ import tempfile
 import time
 
 from adapters import drop_cache
-from rldb import _core
+from rldb._core.keydir import Keydir
 from rldb.storage import open_engine
 
 KEY = 16
@@ -63,7 +63,7 @@ def engine_keydir(n, root):
 
 def bare_keydir(n):
     blob = keys_blob(n, 2)
-    kd = _core.Keydir()
+    kd = Keydir()
     before = rss()
     for i in range(0, KEY * n, KEY):
         kd.put(blob[i:i + KEY], 1, i & 0xFFFFFFFF, 100, 1_700_000_000)

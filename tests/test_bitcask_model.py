@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from rldb import _core
+from rldb._core.keydir import BC_MAX_KEY, KEYDIR_TOMBSTONE, Keydir
 from rldb.errors import ClosedError, InvalidArgumentError, NotSupportedError, StorageIOError
 from rldb.storage import WriteBatch, engine_kinds, open_engine
 from tests.engine_model import EngineMachine, keys, values
@@ -158,11 +158,11 @@ class KeydirMachine(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        self.kd = _core.Keydir()
+        self.kd = Keydir()
         self.model = {}
 
     records = st.tuples(st.integers(0, 2**32 - 2), st.integers(0, 2**32 - 1),
-                        st.sampled_from([0, 1, 100, _core.KEYDIR_TOMBSTONE]), st.integers(0, 2**32 - 1))
+                        st.sampled_from([0, 1, 100, KEYDIR_TOMBSTONE]), st.integers(0, 2**32 - 1))
     kd_keys = st.binary(min_size=1, max_size=3) | st.binary(min_size=1, max_size=300)
 
     @rule(key=kd_keys, rec=records)
@@ -188,7 +188,7 @@ class KeydirMachine(RuleBasedStateMachine):
             if rnd.random() < removals:
                 assert self.kd.remove(key) == self.model.pop(key, None)
             else:
-                rec = (i, i * 7, rnd.choice([5, _core.KEYDIR_TOMBSTONE]), i)
+                rec = (i, i * 7, rnd.choice([5, KEYDIR_TOMBSTONE]), i)
                 self.kd.put(key, *rec)
                 self.model[key] = rec
 
@@ -201,7 +201,7 @@ class KeydirMachine(RuleBasedStateMachine):
         self.kd.check()
         usage = self.kd.usage()
         assert usage["count"] == len(self.model)
-        assert usage["tombstones"] == sum(r[2] == _core.KEYDIR_TOMBSTONE for r in self.model.values())
+        assert usage["tombstones"] == sum(r[2] == KEYDIR_TOMBSTONE for r in self.model.values())
         assert dict(self.kd.items()) == self.model
 
 
@@ -210,13 +210,13 @@ TestKeydirAgainstDict.settings = settings(max_examples=30, stateful_step_count=3
 
 
 def test_keydir_refuses_bad_keys():
-    kd = _core.Keydir()
+    kd = Keydir()
     with pytest.raises(InvalidArgumentError):
         kd.put(b"", 1, 2, 3, 4)
     with pytest.raises(InvalidArgumentError):
-        kd.put(b"k" * (_core.BC_MAX_KEY + 1), 1, 2, 3, 4)
-    kd.put(b"k" * _core.BC_MAX_KEY, 1, 2, 3, 4)
-    assert kd.get(b"k" * _core.BC_MAX_KEY) == (1, 2, 3, 4)
+        kd.put(b"k" * (BC_MAX_KEY + 1), 1, 2, 3, 4)
+    kd.put(b"k" * BC_MAX_KEY, 1, 2, 3, 4)
+    assert kd.get(b"k" * BC_MAX_KEY) == (1, 2, 3, 4)
     kd.check()
 
 
@@ -439,13 +439,13 @@ def test_empty_values_binary_keys_and_limits(tmp_path):
         k = bytes([i % 256, 0, 255]) + b"\x00" * (i % 5)
         model[k] = b"" if i % 2 else bytes(range(i % 50))
         db.put(k, model[k])
-    longest = b"L" * _core.BC_MAX_KEY
+    longest = b"L" * BC_MAX_KEY
     db.put(longest, b"v")
     model[longest] = b"v"
     with pytest.raises(InvalidArgumentError, match="65535"):
-        db.put(b"L" * (_core.BC_MAX_KEY + 1), b"v")
+        db.put(b"L" * (BC_MAX_KEY + 1), b"v")
     with pytest.raises(InvalidArgumentError, match="65535"):
-        db.delete(b"L" * (_core.BC_MAX_KEY + 1))
+        db.delete(b"L" * (BC_MAX_KEY + 1))
     assert all(db.get(k) == v for k, v in model.items())
     db.close()
     db = bitcask(tmp_path)

@@ -16,7 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rldb import _core
+from rldb._core.block import BLOCK_TRAILER, block_get, decode_block
+from rldb._core.bloom import bloom_build
+from rldb._core.checksum import crc32c, mask_crc, unmask_crc
+from rldb._core.sstable import FOOTER_SIZE, TABLE_FORMAT, decode_footer
 from rldb.errors import CorruptionError, InvalidArgumentError, RldbError
 from rldb.storage import open_engine
 from rldb.storage.lsm.batch import decode_batch
@@ -64,7 +67,7 @@ def encode_block(entries, restart_interval=4):
 
 
 def with_trailer(contents):
-    crc = _core.mask_crc(_core.crc32c(contents + b"\x00"))
+    crc = mask_crc(crc32c(contents + b"\x00"))
     return contents + b"\x00" + struct.pack("<I", crc)
 
 
@@ -86,8 +89,8 @@ def encode_table(data_blocks, filter_block, props_block, index_entries=None, fmt
         h += [len(out), len(contents)]
         out += with_trailer(contents)
     footer = b"".join(struct.pack("<Q", x) for x in h)
-    footer += struct.pack("<I", _core.TABLE_FORMAT if fmt is None else fmt)
-    footer += struct.pack("<I", _core.mask_crc(_core.crc32c(footer)))
+    footer += struct.pack("<I", TABLE_FORMAT if fmt is None else fmt)
+    footer += struct.pack("<I", mask_crc(crc32c(footer)))
     footer += struct.pack("<Q", TABLE_MAGIC)
     return bytes(out + footer)
 
@@ -116,7 +119,7 @@ def frame_log(payloads):
             last = pos + take == len(payload)
             kind = 1 if first and last else 2 if first else 4 if last else 3
             fragment = payload[pos:pos + take]
-            crc = _core.mask_crc(_core.crc32c(bytes([kind]) + fragment))
+            crc = mask_crc(crc32c(bytes([kind]) + fragment))
             out += struct.pack("<IHB", crc, take, kind) + fragment
             pos += take
             first = False
@@ -137,7 +140,7 @@ def parse_log_extents(data):
         crc, length, kind = struct.unpack_from("<IHB", data, pos)
         if kind == 0 and length == 0:
             break
-        assert _core.unmask_crc(crc) == _core.crc32c(bytes([kind]) + data[pos + 7:pos + 7 + length])
+        assert unmask_crc(crc) == crc32c(bytes([kind]) + data[pos + 7:pos + 7 + length])
         if kind in (1, 2):
             start = pos
         parts.append(data[pos + 7:pos + 7 + length])
@@ -195,17 +198,17 @@ def table_db(tmp_path_factory):
 def _regions(path):
     size = os.path.getsize(path)
     with open(path, "rb") as f:
-        f.seek(size - _core.FOOTER_SIZE)
+        f.seek(size - FOOTER_SIZE)
         footer = f.read()
     filter_off, filter_size, props_off, props_size, index_off, index_size = \
-        _core.decode_footer(footer, size)
-    trailer = _core.BLOCK_TRAILER
+        decode_footer(footer, size)
+    trailer = BLOCK_TRAILER
     return {
         "data": (0, filter_off),
         "filter": (filter_off, filter_off + filter_size + trailer),
         "properties": (props_off, props_off + props_size + trailer),
         "index": (index_off, index_off + index_size + trailer),
-        "footer": (size - _core.FOOTER_SIZE, size),
+        "footer": (size - FOOTER_SIZE, size),
     }
 
 
@@ -778,16 +781,16 @@ def _block_entries(rng, n):
 
 def _call_block(block, key, snapshot):
     try:
-        entries = _core.decode_block(block, True)
+        entries = decode_block(block, True)
         assert all(isinstance(k, bytes) and isinstance(v, bytes) for k, v in entries)
     except CLEAN:
         pass
     try:
-        _core.decode_block(block, False)
+        decode_block(block, False)
     except CLEAN:
         pass
     try:
-        found = _core.block_get(block, key, snapshot)
+        found = block_get(block, key, snapshot)
     except CLEAN:
         return
     assert found is None or (found[0] in (0, 1) and isinstance(found[1], bytes))
@@ -822,7 +825,7 @@ def test_fuzz_block_damaged(seed, n, mutation, where, probe):
     snapshot = rng.choice([0, 10, 25, 2**56 - 1])
     _call_block(block, probe, snapshot)
     if mutation == "none":
-        assert _core.decode_block(block, True) == entries
+        assert decode_block(block, True) == entries
         for user_key in {k[:-8] for k, _ in entries} | {probe}:
             visible = [(struct.unpack("<Q", k[-8:])[0], v) for k, v in entries
                        if k[:-8] == user_key and struct.unpack("<Q", k[-8:])[0] >> 8 <= snapshot]
@@ -830,7 +833,7 @@ def test_fuzz_block_damaged(seed, n, mutation, where, probe):
             if visible:
                 trailer, value = visible[0]
                 expected = (trailer & 0xFF, value)
-            assert _core.block_get(block, user_key, snapshot) == expected
+            assert block_get(block, user_key, snapshot) == expected
 
 
 def _open_table_and_read(path, probes):
@@ -876,7 +879,7 @@ def _valid_table(rng, nblocks=4):
                            "deletions": sum(1 for k, _ in entries if k[-8] == 0),
                            "smallest_key": user_keys[0], "largest_key": user_keys[-1]},
                           use_bin_type=True)
-    return blocks, _core.bloom_build(user_keys, 10), props, entries
+    return blocks, bloom_build(user_keys, 10), props, entries
 
 
 @FUZZ
@@ -915,7 +918,7 @@ def test_fuzz_table_damaged(tmp_path, seed, part, where):
             size = len(encode_block(b))
             key = rng.choice([rng.randbytes(rng.randrange(0, 12)), b[-1][0], b[0][0]])
             index.append((key, varint(offset) + varint(size)))
-            offset += size + _core.BLOCK_TRAILER
+            offset += size + BLOCK_TRAILER
         rng.shuffle(index)
         data = encode_table(blocks, bloom, props, index_entries=index)
         assert len(data) >= len(good) - 200
@@ -988,7 +991,7 @@ def test_engine_reading_a_table_whose_index_points_past_its_end(tmp_path, size):
     props = msgpack.packb({"entries": 1, "deletions": 0, "smallest_key": b"key",
                            "largest_key": b"key"}, use_bin_type=True)
     with open(os.path.join(path, name), "wb") as f:
-        f.write(encode_table([[(k, b"value")]], _core.bloom_build([b"key"], 10), props,
+        f.write(encode_table([[(k, b"value")]], bloom_build([b"key"], 10), props,
                              index_entries=[(k, varint(0) + varint(size))]))
     try:
         db = open_engine("lsm", path, background=False)
@@ -1011,6 +1014,6 @@ def test_table_of_another_format_version_is_refused(tmp_path):
     blocks, bloom, props, entries = _valid_table(rng, nblocks=2)
     path = str(tmp_path / "000001.sst")
     with open(path, "wb") as f:
-        f.write(encode_table(blocks, bloom, props, fmt=_core.TABLE_FORMAT + 1))
+        f.write(encode_table(blocks, bloom, props, fmt=TABLE_FORMAT + 1))
     with pytest.raises(RldbError):
         Table(path, 1)

@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from rldb import _core
+from rldb._core.sstable import FOOTER_SIZE, TABLE_FORMAT, decode_footer
 from rldb.errors import CorruptionError, InvalidArgumentError
 from rldb.storage import open_engine
 from rldb.storage.lsm import inspect, verify
@@ -61,12 +61,12 @@ def test_table_info_is_what_the_table_holds(built):
         table.close()
     size = os.path.getsize(table_path)
     with open(table_path, "rb") as f:
-        f.seek(size - _core.FOOTER_SIZE)
-        handles = _core.decode_footer(f.read(), size)
+        f.seek(size - FOOTER_SIZE)
+        handles = decode_footer(f.read(), size)
     footer = info.footer
     assert (footer.filter.offset, footer.filter.size, footer.properties.offset,
             footer.properties.size, footer.index.offset, footer.index.size) == handles
-    assert footer.format_version == info.format_version == _core.TABLE_FORMAT
+    assert footer.format_version == info.format_version == TABLE_FORMAT
     assert footer.magic == b"rdbsst01"
     assert info.file_size == size and info.error is None
     assert info.data_blocks.count == info.index_entries >= 2
@@ -118,7 +118,7 @@ def test_open_table_tells_not_a_table_from_a_damaged_one(built, tmp_path):
     with pytest.raises(CorruptionError, match="bad footer") as exc:
         inspect.open_table(damaged)
     assert exc.value.path == damaged
-    assert exc.value.offset == os.path.getsize(damaged) - _core.FOOTER_SIZE
+    assert exc.value.offset == os.path.getsize(damaged) - FOOTER_SIZE
 
 
 def test_block_compression_reads_the_trailer(tmp_path):

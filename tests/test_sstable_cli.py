@@ -8,7 +8,7 @@ import struct
 import pytest
 from click.testing import CliRunner
 
-from rldb import _core
+from rldb._core.checksum import crc32c, mask_crc
 from rldb.cli.sstable import main, show
 from rldb.errors import CorruptionError
 from rldb.storage import open_engine
@@ -513,7 +513,7 @@ def test_a_table_of_another_format_version(built, tmp_path):
         f.seek(size - 64)
         footer = bytearray(f.read(64))
         footer[48:52] = struct.pack("<I", 2)
-        footer[52:56] = struct.pack("<I", _core.mask_crc(_core.crc32c(bytes(footer[:52]))))
+        footer[52:56] = struct.pack("<I", mask_crc(crc32c(bytes(footer[:52]))))
         f.seek(size - 64)
         f.write(footer)
     for command in ("inspect", "dump", "verify"):

@@ -7,6 +7,8 @@
   written.
 - DirectoryLock: flock(LOCK_EX) on LOCK for as long as an engine has the
   directory, so that a second engine (in this process or another) is refused.
+- reader_lock: flock(LOCK_SH) for a tool that only reads (verify), so that
+  no engine opens the directory while it reads.
 - fsync_dir and replace_durably: a file put in place so that a crash leaves
   either the old file or the new one, never a mix and never neither."""
 import errno
@@ -83,6 +85,22 @@ class DirectoryLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def reader_lock(dirname):
+    """A shared flock on dirname/LOCK for a reader: (fd to close or None,
+    True when an engine holds the directory now).  No LOCK file: (None,
+    False), there is nothing to hold."""
+    try:
+        fd = os.open(os.path.join(dirname, LOCK), os.O_RDONLY)
+    except OSError:
+        return None, False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        return None, exc.errno in (errno.EWOULDBLOCK, errno.EACCES)
+    return fd, False
 
 
 def open_directory(path, kind, create_if_missing, holds_database):

@@ -12,7 +12,8 @@ import logging
 import os
 import threading
 
-from rldb import _core
+from rldb._core.bitcask import BC_HEADER, BC_MAX_FILE_SIZE, BC_MAX_VALUE, Bitcask
+from rldb._core.keydir import BC_MAX_KEY
 from rldb.errors import CorruptionError, StorageIOError
 from rldb.storage.bitcask import files as fs
 from rldb.storage.directory import fsync_dir
@@ -22,7 +23,7 @@ log = logging.getLogger("rldb.bitcask")
 ACTIVE, IMMUTABLE, OUTPUT = "active", "immutable", "output"
 
 # No data file can be larger than its largest entry past max_file_size.
-_LARGEST_FILE = _core.BC_MAX_FILE_SIZE + _core.BC_HEADER + _core.BC_MAX_KEY + _core.BC_MAX_VALUE
+_LARGEST_FILE = BC_MAX_FILE_SIZE + BC_HEADER + BC_MAX_KEY + BC_MAX_VALUE
 
 
 def io_error(exc, what):
@@ -56,7 +57,7 @@ class DataFile:
 
 class DataFiles:
     """Every data file in use, by slot and by id, and the active one.
-    attach() the C handle (_core.Bitcask) before anything else."""
+    attach() the C handle (Bitcask) before anything else."""
 
     def __init__(self, path):
         self.path = path

@@ -28,7 +28,7 @@ import logging
 import os
 import threading
 
-from rldb import _core
+from rldb._core.bitcask import Bitcask
 from rldb.errors import ClosedError, InvalidArgumentError, NotSupportedError
 from rldb.storage.bitcask.datafiles import DataFiles, io_error
 from rldb.storage.bitcask.merge import MergeAborted, pick_inputs, run_merge
@@ -82,7 +82,7 @@ class BitcaskEngine(Engine):
         self._dir_lock = open_directory(self.path, self.kind, opts["create_if_missing"],
                                         holds_database)
         try:
-            self._bc = _core.Bitcask(opts["max_file_size"], opts["sync"], self._files.locate)
+            self._bc = Bitcask(opts["max_file_size"], opts["sync"], self._files.locate)
             self._files.attach(self._bc)
             recover(self._files, self._counters)
             self._files.new_active()

@@ -13,7 +13,7 @@ acknowledged (like the LSM engine's wal_recovery="strict")."""
 import logging
 import os
 
-from rldb import _core
+from rldb._core.bitcask import BC_SCAN_CORRUPT, BC_SCAN_TORN
 from rldb.errors import CorruptionError
 from rldb.storage.bitcask import files as fs
 from rldb.storage.bitcask.merge import finish_manifest
@@ -105,9 +105,9 @@ def _scan_file(files, counters, f, size, may_be_torn):
     try:
         status, end, bad = bc.scan(f.slot, True, hint_fd)
         counters["files_scanned"] += 1
-        if status == _core.BC_SCAN_CORRUPT:
+        if status == BC_SCAN_CORRUPT:
             raise CorruptionError("damaged entry (intact entries follow it)", path, bad)
-        if status == _core.BC_SCAN_TORN:
+        if status == BC_SCAN_TORN:
             if not may_be_torn and not _zeros(f.fd, end, size):
                 raise CorruptionError("damaged or cut-short entry in a file no longer written",
                                       path, bad)

@@ -8,7 +8,8 @@ dropped only when no deeper level holds a file overlapping the compaction."""
 import os
 from dataclasses import dataclass, field
 
-from rldb import _core
+from rldb._core.kway_merge import MERGE_DONE, MERGE_NEED_DATA, Merger
+from rldb._core.sstable import TableBuilder
 from rldb.errors import StorageIOError
 from rldb.storage.directory import fsync_dir
 from rldb.storage.lsm.format import encode_properties, split_internal_key, table_name
@@ -126,18 +127,18 @@ def build_tables(merger, feeders, dirname, new_number, options, max_file_size,
     while True:
         if builder is None:
             number = new_number()
-            builder = _core.TableBuilder(options["block_size"], options["restart_interval"],
+            builder = TableBuilder(options["block_size"], options["restart_interval"],
                                          options["bloom_bits_per_key"], options["compression"])
         status, need = merger.compact(builder, max_file_size)
-        if status == _core.MERGE_NEED_DATA:
+        if status == MERGE_NEED_DATA:
             feed(merger, need, feeders[need]())
             continue
         if builder.stats()["entries"]:
             metas.append(write_table(dirname, number, builder))
-            if between_files is not None and status != _core.MERGE_DONE:
+            if between_files is not None and status != MERGE_DONE:
                 between_files()
         builder = None
-        if status == _core.MERGE_DONE:
+        if status == MERGE_DONE:
             return metas
 
 
@@ -167,7 +168,7 @@ def run(compaction, open_table, dirname, new_number, options, between_files=None
     if compaction.next_inputs:
         groups.append(compaction.next_inputs)
     feeders = [block_feeder([open_table(f) for f in group]) for group in groups]
-    merger = _core.Merger(len(feeders), compact=True, drop_tombstones=compaction.drop_tombstones)
+    merger = Merger(len(feeders), compact=True, drop_tombstones=compaction.drop_tombstones)
     metas = build_tables(merger, feeders, dirname, new_number, options,
                          options["target_file_size"], between_files)
     for meta in metas:

@@ -17,7 +17,8 @@ import logging
 import os
 import threading
 
-from rldb import _core
+from rldb._core.kway_merge import Merger
+from rldb._core.point_lookup import BlockCache, Levels, SLOW_PATH, TreeView
 from rldb._core.memtable import KIND_VALUE, Memtable
 from rldb.errors import ClosedError, CorruptionError, InvalidArgumentError, StorageIOError
 from rldb.storage.directory import fsync_dir, open_directory
@@ -70,7 +71,7 @@ class LSMEngine(WritePath, Engine):
         self._dir_lock = open_directory(self.path, self.kind, opts["create_if_missing"],
                                         holds_database)
         self._read_counters = ReadCounters()
-        self._cache = _core.BlockCache(opts["block_cache_size"])
+        self._cache = BlockCache(opts["block_cache_size"])
         self._tables = TableCache(self.path, opts["max_open_files"], self._cache,
                                   self._read_counters)
         try:
@@ -118,14 +119,14 @@ class LSMEngine(WritePath, Engine):
         """Installs what readers see: one tuple for scans, one view for gets."""
         version = self._with_native(version)
         state = (mem, imm, version)
-        self._view = _core.TreeView(mem, imm, version.native, self._cache,
+        self._view = TreeView(mem, imm, version.native, self._cache,
                                     self._tables.load_block, state)
         self._state = state
 
     def _with_native(self, version):
         """Attaches the C view of version's tables that point lookups use."""
         if version.native is None:
-            native = _core.Levels()
+            native = Levels()
             for level, f in version.files():
                 native.add(level, self._tables.get(f).meta, f.smallest, f.largest)
             version.native = native
@@ -139,7 +140,7 @@ class LSMEngine(WritePath, Engine):
     def _write_memtable(self, mem, number):
         """Writes a memtable to table `number`; None when it held nothing."""
         self._pending_outputs.add(number)
-        merger = _core.Merger(1, compact=True)
+        merger = Merger(1, compact=True)
         merger.set_memtable(0, mem)
         metas = compactions.build_tables(merger, [lambda: None], self.path, lambda: number,
                                          self.options, 1 << 62)
@@ -345,7 +346,7 @@ class LSMEngine(WritePath, Engine):
         if view is None:
             raise ClosedError("the engine is closed")
         found = view.get(key, snapshot)
-        if found is _core.SLOW_PATH:
+        if found is SLOW_PATH:
             found = self._get_slow(*view.state, key, snapshot)
         if found is None or found[0] != KIND_VALUE:
             return None

@@ -38,7 +38,6 @@ def ikey_compare(a, b):
 # ---- file names -------------------------------------------------------------------
 
 CURRENT = "CURRENT"
-LOCK = "LOCK"
 _NAME = re.compile(r"^(?:(\d{6,})\.(log|sst)|MANIFEST-(\d{6,})|(\d{6,})\.(sst|dbtmp)\.tmp)$")
 
 

@@ -11,7 +11,7 @@ from rldb._core.memtable import Memtable
 from rldb.errors import CorruptionError
 from rldb.storage.lsm.batch import decode_batch
 from rldb.storage.lsm.format import CURRENT, log_name, parse_name
-from rldb.storage.lsm.log import read_log
+from rldb.storage.lsm.log import check_tail_is_last, read_log
 from rldb.storage.lsm.version import VersionSet
 
 log = logging.getLogger("rldb.lsm")
@@ -56,10 +56,8 @@ def load_state(path, strict, counters):
     for i, number in enumerate(logs):
         log_path = os.path.join(path, log_name(number))
         result = read_log(log_path, strict=strict)
+        check_tail_is_last(log_path, result, i == len(logs) - 1)
         if result.dropped_bytes:
-            if i != len(logs) - 1:
-                raise CorruptionError(f"log damaged ({result.reason}) and later logs exist",
-                                      log_path, result.stopped_at)
             log.warning("%s: dropped a torn tail of %d bytes at offset %d (%s)", log_path,
                         result.dropped_bytes, result.stopped_at, result.reason)
             counters["wal_dropped_bytes"] += result.dropped_bytes

@@ -1,10 +1,10 @@
 """Ordered iteration over a consistent snapshot of the whole tree.
 
 The memtables and one source per L0 table and per deeper level feed the C
-merge (csrc/merge.c); this module only hands it blocks, in order, as it asks."""
+merge (csrc/kway_merge.c); this module only hands it blocks, in order, as it asks."""
 from itertools import chain
 
-from rldb import _core
+from rldb._core.kway_merge import MERGE_DONE, MERGE_NEED_DATA, Merger
 from rldb.storage.lsm.options import NUM_LEVELS
 from rldb.storage.lsm.table import feed
 
@@ -43,7 +43,7 @@ def _chunks(mem, imm, version, snapshot, open_table, start, end, reverse):
         files = [f for f in version.levels[level] if _in_range(f, start, end)]
         if files:
             groups.append(files[::-1] if reverse else files)
-    merger = _core.Merger(len(memtables) + len(groups), reverse=reverse, snapshot=snapshot,
+    merger = Merger(len(memtables) + len(groups), reverse=reverse, snapshot=snapshot,
                           start=start, end=end)
     for i, m in enumerate(memtables):
         merger.set_memtable(i, m)
@@ -54,7 +54,7 @@ def _chunks(mem, imm, version, snapshot, open_table, start, end, reverse):
         status, need, entries = merger.scan()
         if entries:
             yield entries
-        if status == _core.MERGE_DONE:
+        if status == MERGE_DONE:
             return
-        if status == _core.MERGE_NEED_DATA:
+        if status == MERGE_NEED_DATA:
             feed(merger, need, next(feeds[need - base], None))

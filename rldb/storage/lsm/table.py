@@ -15,19 +15,19 @@ import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from rldb import _core
+from rldb._core.block import BLOCK_RAW, BLOCK_SNAPPY, BLOCK_TRAILER, BlockIndex, block_get, decode_block, unwrap_block
+from rldb._core.point_lookup import TableMeta
+from rldb._core.sstable import FOOTER_SIZE, TABLE_FORMAT, decode_footer
 from rldb.errors import CorruptionError, NotSupportedError, StorageIOError
 from rldb.storage.lsm.format import TABLE_MAGIC, decode_properties, ikey_compare
 
-FOOTER_SIZE = _core.FOOTER_SIZE
-BLOCK_TRAILER = _core.BLOCK_TRAILER
 READAHEAD = 256 << 10  # bytes read at once by sequential block reads
 # The footer as the C table builder writes it: three (offset, size) handles,
 # the format version, the masked CRC-32C of the 52 bytes before it, the magic.
 # The C decoder checks it; this only names its fields.
 _FOOTER = struct.Struct("<6QIIQ")
 MAGIC = struct.pack("<Q", TABLE_MAGIC)
-COMPRESSIONS = {_core.BLOCK_RAW: "raw", _core.BLOCK_SNAPPY: "snappy"}  # a trailer's type byte
+COMPRESSIONS = {BLOCK_RAW: "raw", BLOCK_SNAPPY: "snappy"}  # a trailer's type byte
 
 
 @dataclass(frozen=True)
@@ -148,14 +148,14 @@ class Table:
                 f"file of {self.file_size} bytes is too short to be a table", self.path, 0)
         footer = self._pread(self.file_size - FOOTER_SIZE, FOOTER_SIZE)
         try:
-            handles = _core.decode_footer(footer, self.file_size)
+            handles = decode_footer(footer, self.file_size)
         except CorruptionError as exc:
             raise CorruptionError(f"bad footer ({exc})", self.path,
                                   self.file_size - FOOTER_SIZE) from None
         except NotSupportedError:
             version = Footer.unpack(footer).format_version
             raise NotSupportedError(f"{self.path}: table format version {version} is not "
-                                    f"supported (this rldb reads version {_core.TABLE_FORMAT})"
+                                    f"supported (this rldb reads version {TABLE_FORMAT})"
                                     ) from None
         self.handles = handles
         self.footer = Footer.unpack(footer)
@@ -165,8 +165,8 @@ class Table:
         self.properties = decode_properties(self.read_block(handles[2], handles[3]), self.path)
         index_block = self.read_block(handles[4], handles[5])
         try:
-            self.index = _core.BlockIndex(index_block)
-            self.meta = _core.TableMeta(number, self.filter, index_block)
+            self.index = BlockIndex(index_block)
+            self.meta = TableMeta(number, self.filter, index_block)
         except CorruptionError as exc:
             raise CorruptionError(f"bad index block ({exc})", self.path, handles[4]) from None
         end = 0  # data blocks lie back to back before the filter
@@ -206,7 +206,7 @@ class Table:
 
     def _unwrap(self, raw, offset):
         try:
-            return _core.unwrap_block(raw)
+            return unwrap_block(raw)
         except CorruptionError as exc:
             raise CorruptionError(str(exc), self.path, offset) from None
 
@@ -242,7 +242,7 @@ class Table:
             return None
         block = self.block(i)
         try:
-            found = _core.block_get(block, key, snapshot)
+            found = block_get(block, key, snapshot)
         except CorruptionError as exc:
             raise CorruptionError(f"bad data block ({exc})", self.path, index.handles[i][0]) from None
         if found is None:
@@ -283,7 +283,7 @@ class Table:
         """The (internal key, value) pairs of data block i, the block verified."""
         block = self.block(i)
         try:
-            return _core.decode_block(block, check_order)
+            return decode_block(block, check_order)
         except CorruptionError as exc:
             raise CorruptionError(f"bad data block {i} ({exc})", self.path,
                                   self.index.handles[i][0]) from None

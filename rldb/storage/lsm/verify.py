@@ -8,16 +8,15 @@ engine would refuse (when it opens, on a read, or in check()), and a WARNING
 is what it accepts or repairs when it opens (a torn tail it drops, a file it
 deletes).  Nothing is written: a shared lock on LOCK keeps an engine from
 opening meanwhile."""
-import errno
-import fcntl
 import os
 import stat
 from dataclasses import dataclass, field
 
 from rldb.errors import CorruptionError, InvalidArgumentError, RldbError
+from rldb.storage.directory import reader_lock
 from rldb.storage.lsm.batch import decode_batch
 from rldb.storage.lsm.finding import FAULT, WARNING, Finding, bare_message
-from rldb.storage.lsm.format import CURRENT, LOCK, log_name, parse_name, table_name
+from rldb.storage.lsm.format import CURRENT, log_name, parse_name, table_name
 from rldb.storage.lsm.inspect import check_table_file, stat_path, table_number
 from rldb.storage.lsm.log import check_tail_is_last, read_log
 from rldb.storage.lsm.options import CHOICES
@@ -249,18 +248,10 @@ def check_data_dir(path):
 def _lock_shared(dirname, report):
     """A shared lock on LOCK so that no engine opens meanwhile; a warning when
     an engine holds it now.  The fd to close, or None."""
-    try:
-        fd = os.open(os.path.join(dirname, LOCK), os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError as exc:
-        os.close(fd)
-        if exc.errno in (errno.EWOULDBLOCK, errno.EACCES):
-            report.warn(dirname, None, "the database is open in an engine: files may change "
-                                       "while they are read, and faults may be spurious")
-        return None
+    fd, engine_has_it = reader_lock(dirname)
+    if engine_has_it:
+        report.warn(dirname, None, "the database is open in an engine: files may change "
+                                   "while they are read, and faults may be spurious")
     return fd
 
 
