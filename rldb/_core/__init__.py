@@ -18,22 +18,11 @@ named as its C file, each wrapping that file's part of csrc/rldb.h.
     bitcask_merge  a Bitcask merge                        csrc/bitcask_merge.c
 
 Import names from the concept module (from rldb._core.bloom import
-bloom_build).  Importing this package loads the native module, so a build
-made for another version is refused here.  The flat names of the single
-module this package replaces (rldb._core.crc32c, ...) still resolve, through
-__getattr__, for code not yet moved to the concept modules."""
-import importlib
-
+bloom_build): this package itself exports nothing, so every caller says
+which concept it uses.  Importing it loads the native module, so a build
+made for another version is refused here."""
 from rldb._core import loader  # noqa: F401  (loads and checks the build)
 
 CONCEPTS = ("checksum", "varint", "bloom", "memtable", "log_writer", "block", "snappy",
             "sstable", "kway_merge", "point_lookup", "keydir", "bitcask", "bitcask_merge")
 
-
-def __getattr__(name):
-    for concept in ("loader",) + CONCEPTS:
-        module = importlib.import_module(f"rldb._core.{concept}")
-        if name in module.__all__:
-            value = globals()[name] = getattr(module, name)  # found once, then plain
-            return value
-    raise AttributeError(f"module 'rldb._core' has no attribute {name!r}")

@@ -7,7 +7,7 @@ import struct
 
 import msgpack
 
-from rldb._core import crc32c
+from rldb._core.checksum import crc32c
 from rldb.cluster import dvv
 from rldb.errors import CorruptionError
 

@@ -3,7 +3,7 @@
 Commands 1-7 take and give the original project's JSON; ours (16+) msgpack.
 decode_request raises ProtocolError for a payload it cannot accept; the
 connection stays usable (fatal=False) since the frame itself was whole."""
-from rldb._core import crc32c
+from rldb._core.checksum import crc32c
 from rldb.cluster import commands as c
 from rldb.net import protocol as p
 
