@@ -1,4 +1,6 @@
-"""The layer rules of DESIGN.md section 1, enforced."""
+"""The layer rules of docs/architecture.md, enforced: rldb/cli -> rldb/net ->
+rldb/cluster -> rldb/storage -> rldb/_core -> csrc/, with no circle of imports
+anywhere in the package and no mixins in the cluster core."""
 import ast
 import pathlib
 import subprocess
@@ -71,3 +73,81 @@ def test_cluster_core_is_sans_io():
             if name == "random" and path.name != "sim.py":
                 offenders.append(f"{path.relative_to(PACKAGE.parent)}: random (take an rng)")
     assert offenders == []
+
+
+def _module_name(path):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph():
+    """module -> the rldb modules it names in an import (at any depth of the
+    file: an import inside a function still ties the two modules)."""
+    modules = {_module_name(p): p for p in _modules()}
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for imported in _imports(path):
+            while imported and imported not in modules:
+                imported = imported.rpartition(".")[0]  # a name inside a module
+            if imported and imported != name:
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def find_circles(graph):
+    """Every strongly connected group of more than one module (Tarjan)."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                group.append(member)
+                if member == node:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return out
+
+
+def test_the_circle_finder_finds_a_circle():
+    assert find_circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert find_circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_inside_rldb():
+    graph = import_graph()
+    assert "rldb.net.server" in graph and graph["rldb.cli.server"]  # the graph was read
+    assert find_circles(graph) == []
+
+
+def test_no_mixin_classes_in_the_cluster_core():
+    """The node's parts are objects it owns and delegates to, each with its
+    own state, not mixins sharing the node's attributes."""
+    offenders = []
+    for path in (PACKAGE / "cluster").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = [ast.unparse(b) for b in node.bases if ast.unparse(b) != "object"]
+                if node.name.endswith("Mixin") or len(bases) > 1:
+                    offenders.append(f"{path.name}: {node.name}({', '.join(bases)})")
+    assert offenders == []
+    from rldb.cluster.node import NodeCore
+    assert NodeCore.__mro__ == (NodeCore, object)
