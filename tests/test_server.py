@@ -249,8 +249,8 @@ def test_original_commands_on_the_wire(server):
 
 def test_join_cluster_answers_as_the_original(server_factory):
     """JoinCluster (6) {"known_cluster_node_addr": "host:port"} is answered
-    {"Ok":{"message":"Ok"}} (src/cmd/cluster/join_cluster.rs; DESIGN.md
-    section 4); afterwards ClusterState (7) on either node lists both."""
+    {"Ok":{"message":"Ok"}} (src/cmd/cluster/join_cluster.rs of the original;
+    docs/protocol.md); afterwards ClusterState (7) on either node lists both."""
     a = server_factory("memory", name="a", heartbeat={"fanout": 2, "interval": 50})
     b = server_factory("memory", name="b", heartbeat={"fanout": 2, "interval": 50})
     reply = request(a.port, p.JOIN_CLUSTER, "6", b'{"known_cluster_node_addr":"127.0.0.1:%d"}' % b.port)
