@@ -203,3 +203,31 @@ def test_the_storage_snippet_works_for_every_engine_it_names(tmp_path):
     assert memory != snippet
     out = run_python(sandbox, memory)
     assert "b'user:1' b'ada'" in out and "b'user:3' b'alan'" in out and "user:2" not in out
+
+
+def test_the_readme_layout_points_to_the_architecture():
+    text = README.read_text(encoding="utf-8")
+    layout = text[text.index("## Layout"):]
+    assert "(docs/architecture.md)" in layout
+
+
+def test_the_architecture_names_only_files_that_exist():
+    """docs/architecture.md is the map: every module or C file it names is
+    there (a move that forgets the map fails here)."""
+    text = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    named = set()
+    for ref in re.findall(r"`([\w/.]*(?:\{[\w,]+\})?[\w.]*\.(?:py|c|h))`", text):
+        if ref.startswith("_") and "/" not in ref:
+            continue  # "bitcask_store.c, _write.c, ...": a shorthand in a table
+        stem, brace, rest = ref.partition("{")
+        if brace:
+            inner, _, ext = rest.partition("}")
+            named.update(f"{stem}{part}{ext}" for part in inner.split(","))
+        else:
+            named.add(ref)
+    roots = [REPO, REPO / "rldb", REPO / "rldb" / "cli", REPO / "csrc", REPO / "rldb" / "cluster", REPO / "rldb" / "net",
+             REPO / "rldb" / "storage", REPO / "rldb" / "storage" / "lsm",
+             REPO / "rldb" / "storage" / "bitcask", REPO / "rldb" / "_core"]
+    missing = sorted(n for n in named if not any((root / n).exists() for root in roots))
+    assert len(named) > 40, named
+    assert missing == []
