@@ -98,7 +98,8 @@ def test_cli_admin_commands_on_a_standalone_node(server):
     table = run_cli("status", "-p", server.port)
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["node", "status", "phi", "partitions", "handoffs", "hints", "bytes"]
+    assert lines[0].split() == ["node", "status", "phi", "partitions", "handoffs", "hints",
+                                "data_bytes", "memtable_bytes"]
     row = lines[1].split()
     assert row[1] == "up" and row[3] == "64" and row[5] == "0"
     assert "settled" in lines[-1]

@@ -168,7 +168,8 @@ def stats(ctx, port, pretty_here):
 
 # ---- operator commands -------------------------------------------------------------------
 
-STATUS_COLUMNS = ("node", "status", "phi", "partitions", "handoffs", "hints", "bytes")
+STATUS_COLUMNS = ("node", "status", "phi", "partitions", "handoffs", "hints", "data_bytes",
+                  "memtable_bytes")
 
 
 def status_table(view):

@@ -29,8 +29,8 @@ class Admin:
         return c.invalid(f"unknown admin command {cmd.op!r}")
 
     def status_view(self, now):
-        """One row per member, as this node sees it; hints, handoffs and
-        bytes are what each node last gossiped of itself."""
+        """One row per member, as this node sees it; hints, handoffs,
+        data_bytes and memtable_bytes are what each node last gossiped of itself."""
         t = self.topology
         t.refresh_info(now, self.handoff.outgoing_pending())
         rows = []
@@ -46,7 +46,8 @@ class Admin:
                          "phi": round(min(max(self.membership.phi(node_id, now), 0.0), 999.0), 2) + 0.0,
                          "partitions": t.owners.count(node_id),
                          "handoffs": info.get("handoffs"), "hints": info.get("hints"),
-                         "bytes": info.get("bytes")})
+                         "data_bytes": info.get("data_bytes"),
+                         "memtable_bytes": info.get("memtable_bytes")})
         return {"node": self.node_id, "ring_version": t.ring_version,
                 "in_transition": t.next_owners is not None, "nodes": rows}
 

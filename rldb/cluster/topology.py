@@ -45,7 +45,7 @@ class Topology:
         self._stop_at = None
         self._info = {}               # node -> (heartbeat, info dict) as gossiped
         self._info_at = -INFO_EVERY
-        self._engine_bytes = 0
+        self._engine_bytes = (0, None)  # (data bytes, memtable bytes or None)
         self._listeners = []
 
     def add_ring_listener(self, listener):
@@ -178,12 +178,13 @@ class Topology:
         if now - self._info_at >= INFO_EVERY:
             self._info_at = now
             try:
-                stats = self.store.engine.stats()
-                self._engine_bytes = int(stats.get("bytes", 0)) + int(stats.get("memtable_bytes", 0))
+                self._engine_bytes = engine_bytes(self.store.engine.stats())
             except Exception:
-                self._engine_bytes = -1
+                self._engine_bytes = (-1, -1)
+        data, memtable = self._engine_bytes
         self._info[self.node_id] = (self.tick, {
-            "hints": self.hints.pending(), "handoffs": handoffs, "bytes": self._engine_bytes})
+            "hints": self.hints.pending(), "handoffs": handoffs, "data_bytes": data,
+            "memtable_bytes": memtable})
 
     def gossip_msg(self, kind):
         return {"t": kind, "members": [m.to_list() for m in self.membership.entries()],
@@ -298,3 +299,12 @@ class Topology:
         if msg["v"] != self.ring_version or self.next_owners is None:
             return
         self.transfers_done(msg["from"], [(int(q), str(dst)) for q, dst in msg["done"]], now)
+
+
+def engine_bytes(stats):
+    """(bytes of stored data, bytes of the memtable or None) from an engine's
+    stats: tables (lsm), data files (bitcask) or the data itself (memory);
+    only the LSM has a memtable, whose bytes are its arena, not data."""
+    data = stats.get("bytes", stats.get("data_bytes", 0))
+    memtable = stats.get("memtable_bytes")
+    return int(data), None if memtable is None else int(memtable)
