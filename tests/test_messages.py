@@ -15,7 +15,7 @@ from rldb.cluster.node import CoreConfig, NodeCore
 from rldb.cluster.sim import Cluster
 from rldb.cluster.store import TREE_SEGMENTS, ObjectStore
 from rldb.errors import StorageIOError
-from rldb.net import protocol
+from rldb.net import protocol, resp
 from rldb.storage import open_engine
 
 P = 8  # partitions of the clusters here
@@ -137,8 +137,11 @@ def test_a_handler_table_that_disagrees_with_the_registry_is_refused():
         messages.dispatch_table(parts)
 
 
-def test_the_key_bound_is_the_native_protocols():
-    assert MAX_KEY == protocol.MAX_FRAME
+def test_the_key_bound_is_the_client_doors():
+    """Replica messages take every key a client door accepts (the Redis
+    door's longest argument, and its empty key), so no write a client could
+    make fails between the nodes."""
+    assert MAX_KEY == resp.MAX_BULK >= protocol.MAX_FRAME
 
 
 # ---- malformed frames never reach a handler ------------------------------------------------------
@@ -149,7 +152,7 @@ BAD = {
     "from": [5, None, b"n1"],
     "addr": [5, None, ["n1"]],
     "id": ["1", True, 1.0, None, -1],
-    "key": [5, None, ["k"], b"", "", b"k" * (MAX_KEY + 1)],
+    "key": [5, None, ["k"], b"k" * (MAX_KEY + 1)],
     "obj": ["x", 5, None],
     "hint": [5, b"n1"],
     "v": ["1", True, None, -1],
@@ -172,16 +175,16 @@ BAD = {
     "info": [5, {"n1": [1]}, {"n1": [1, 5]}, {"n1": ["1", {}]}, {5: [1, {}]}],
     "done": [5, [[P, "n1"]], [[-1, "n1"]], [["0", "n1"]], [[0, 5]], [[0]]],
     "for": [5, None],
-    "items": [5, None, [[b"", b"obj"]], [[b"k"]], [[b"k", "obj"]], [["k", b"obj"]]],
+    "items": [5, None, [[b"k"]], [[b"k", "obj"]], [["k", b"obj"]]],
     "last": [1, "yes", None],
     "q": ["0", True, None, -1, P],
     "branch": [5, [-1], [1 << 64], ["x"]],
     "leaves": [5, [[TREE_SEGMENTS, 0]], [[-1, 0]], [[0]], [[0, -1]]],
     "abort": [1, "yes"],
     "segments": [5, [-1], [TREE_SEGMENTS], ["0"]],
-    "pairs": [5, [[b"", b"h"]], [[b"k", 5]], [[b"k"]]],
-    "objs": [5, [[b"", b"o"]], [[b"k", None]]],
-    "need": [5, [b""], [5], [b"k" * (MAX_KEY + 1)]],
+    "pairs": [5, [[5, b"h"]], [[b"k", 5]], [[b"k"]]],
+    "objs": [5, [[5, b"o"]], [[b"k", None]]],
+    "need": [5, [None], [5], [b"k" * (MAX_KEY + 1)]],
     "repaired": [-1, "3", None],
     "hash": [5, "h", None],
     "ok": [1, "yes", None],
@@ -334,3 +337,17 @@ def test_the_protocol_document_lists_the_registry():
     want = {t: ([f"`{f.name}`" + ("" if f.required else "?") for f in m.fields], m.handler)
             for t, m in MESSAGES.items()}
     assert listed == want
+
+
+def test_keys_the_redis_door_takes_replicate_in_a_cluster():
+    """An empty key and one past the native frame's 1 MiB (RESP allows both)
+    reach w replicas and read back, as they did before messages were checked."""
+    from rldb.cluster.sim import Cluster
+    cl = Cluster(3, size=3, n=3, r=3, w=3, partitions=16)
+    assert cl.join_all()
+    for token, key in (("empty", b""), ("long", b"k" * (protocol.MAX_FRAME + 10))):
+        cl.client("n1", token, c.Put(key, b"v", None))
+        assert isinstance(cl.wait_for(token, 3.0), c.Ok), token
+        cl.client("n2", token + "-get", c.Get(key))
+        assert cl.wait_for(token + "-get", 3.0).value.values == [b"v"], token
+    assert all(node.counters["bad_messages"] == 0 for node in cl.nodes.values())

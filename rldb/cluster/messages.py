@@ -12,8 +12,9 @@ The checks are plain isinstance tests in a loop over the fields, compiled
 once per node (the partition bound depends on its configuration).  An int
 field takes only an int (not a bool, a subclass of int), a list field a list
 or a tuple; fields a message does not define are ignored.  A key is bytes of
-1..MAX_KEY (a client's key comes in a native request frame, at most
-MAX_FRAME bytes; messages between nodes carry the same keys).  Where a
+0..MAX_KEY: the keys the client doors accept (the Redis door takes an empty
+key, and arguments up to 64 MiB), as messages between nodes carry the same
+keys.  Where a
 handler takes a key or value as text too (the request messages), str
 passes as well."""
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from rldb.cluster.membership import JOINED, LEAVING, LEFT
 from rldb.cluster.store import TREE_SEGMENTS
 from rldb.errors import CorruptionError
 
-MAX_KEY = 1 << 20      # rldb.net.protocol.MAX_FRAME: no client key is longer
+MAX_KEY = 64 << 20     # rldb.net.resp.MAX_BULK: no client key is longer
 HASH_BITS = 64         # tree branch and leaf hashes
 REPLY_DEPTH = 4        # nesting of errors in a forwarded reply
 _LIST = (list, tuple)
@@ -173,8 +174,8 @@ PARTITION = Int(0, PARTITIONS)
 SEGMENT = Int(0, TREE_SEGMENTS - 1)
 TREE_HASH = Int(0, (1 << HASH_BITS) - 1)
 NODE = Str()
-KEY = Bytes(1, MAX_KEY)
-KEY_OR_TEXT = Bytes(1, MAX_KEY, text=True)
+KEY = Bytes(0, MAX_KEY)
+KEY_OR_TEXT = Bytes(0, MAX_KEY, text=True)
 OBJECT = Bytes()                     # a stored object (objects.encode), CRC first
 HASH = Bytes()                       # an object hash (store.object_hash)
 OWNERS = ListOf(NODE, PARTITIONS)
