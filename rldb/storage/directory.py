@@ -9,7 +9,7 @@
   directory, so that a second engine (in this process or another) is refused.
 - reader_lock: flock(LOCK_SH) for a tool that only reads (verify), so that
   no engine opens the directory while it reads.
-- fsync_dir and replace_durably: a file put in place so that a crash leaves
+- write_synced, fsync_dir and replace_durably: a file put in place so that a crash leaves
   either the old file or the new one, never a mix and never neither."""
 import errno
 import fcntl
@@ -29,6 +29,19 @@ def fsync_dir(path):
         os.close(fd)
 
 
+def write_synced(path, data, mode=os.O_EXCL):
+    """Writes all of data to path (O_EXCL: a new file; O_TRUNC: replace its
+    content) and fsyncs it; the caller fsyncs the directory."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | mode, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def replace_durably(path, data, tmp=None):
     """Puts data at path atomically and durably: written to tmp (path + ".tmp"
     unless given), fsynced, renamed over path, then the directory fsynced.
@@ -36,14 +49,7 @@ def replace_durably(path, data, tmp=None):
     if tmp is None:
         tmp = path + ".tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(tmp, data, os.O_TRUNC)
         os.replace(tmp, path)
     except BaseException:
         try:

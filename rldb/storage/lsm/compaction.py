@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from rldb._core.kway_merge import MERGE_DONE, MERGE_NEED_DATA, Merger
 from rldb._core.sstable import TableBuilder
 from rldb.errors import StorageIOError
-from rldb.storage.directory import fsync_dir
+from rldb.storage.directory import fsync_dir, write_synced
 from rldb.storage.lsm.format import encode_properties, split_internal_key, table_name
 from rldb.storage.lsm.options import NUM_LEVELS
 from rldb.storage.lsm.table import feed
@@ -103,14 +103,7 @@ def write_table(dirname, number, builder):
     data = builder.finish(encode_properties(properties))
     path = os.path.join(dirname, table_name(number))
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_synced(path, data)
         fsync_dir(dirname)
     except OSError as exc:
         raise StorageIOError(exc.errno, f"cannot write table {path}: {exc.strerror}") from None
