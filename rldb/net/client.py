@@ -115,23 +115,11 @@ class AsyncClient:
 
     async def put(self, key, value, context=None, w=None, pw=None):
         fields = {"key": _bytes(key), "value": _bytes(value)}
-        if context is not None:
-            fields["context"] = context
-        if w is not None:
-            fields["w"] = w
-        if pw is not None:
-            fields["pw"] = pw
-        await self._binary(p.BPUT, fields)
+        await self._binary(p.BPUT, _with_options(fields, context=context, w=w, pw=pw))
 
     async def delete(self, key, context=None, w=None, pw=None):
         fields = {"key": _bytes(key)}
-        if context is not None:
-            fields["context"] = context
-        if w is not None:
-            fields["w"] = w
-        if pw is not None:
-            fields["pw"] = pw
-        await self._binary(p.BDELETE, fields)
+        await self._binary(p.BDELETE, _with_options(fields, context=context, w=w, pw=pw))
 
     async def stats(self):
         return await self._binary(p.STATS, {})
@@ -203,3 +191,10 @@ class Client:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _with_options(fields, **options):
+    """fields plus the options that were given (a field left out takes the
+    node's default)."""
+    fields.update((name, value) for name, value in options.items() if value is not None)
+    return fields
