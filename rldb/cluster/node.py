@@ -173,6 +173,10 @@ class NodeCore:
         return {"keys": self.store.live_keys(), "hints_pending": self.hints.pending(),
                 **self.counters}
 
+    def requests_in_flight(self):
+        """Requests this node coordinates that have not finished yet."""
+        return len(self._ops)
+
     def replies(self):
         out, self._host.replies = self._host.replies, []
         return out

@@ -192,7 +192,7 @@ class Cluster:
     def quiet(self):
         """Converged, with no hints held and no request in flight anywhere."""
         return self.converged() and all(
-            not node.hints.pending() and not node._ops and not _holds_foreign(node)
+            not node.hints.pending() and not node.requests_in_flight() and not _holds_foreign(node)
             and all(node.membership.is_up(other, self.now) for other in self.nodes)
             for node in self.nodes.values())
 
