@@ -32,14 +32,14 @@ from rldb.storage.lsm.recovery import holds_database, load_state
 from rldb.storage.lsm.table import ReadCounters, Table
 from rldb.storage.lsm.table_cache import TableCache
 from rldb.storage.lsm.version import VersionEdit, VersionSet
-from rldb.storage.lsm.write_path import WritePath
+from rldb.storage.lsm.write_path import Background, WritePath
 
 log = logging.getLogger("rldb.lsm")
 
 
-class LSMEngine(WritePath, Engine):
+class LSMEngine(Engine):
     """The LSM tree: opening, reads, background flushes and compactions,
-    closing, stats and checks; the write path is WritePath (write_path.py)."""
+    closing, stats and checks; writes go to its WritePath (write_path.py)."""
 
     kind = "lsm"
     DEFAULTS = DEFAULTS
@@ -50,23 +50,16 @@ class LSMEngine(WritePath, Engine):
         self.options = opts = check_options(self.kind, options, DEFAULTS)
         validate(opts)
         self.path = os.fspath(path)
-        self._sync = opts["sync"]
-        self._memtable_limit = opts["memtable_size"]
-        self._slowdown = opts["l0_slowdown_trigger"]
-        self._state = self._view = None
-        self._closed = False
+        self._state = self._view = self._writes = None
         self._closing = False
         self._bg_error = None
-        self._write_lock = threading.Lock()
         self._mutex = threading.Lock()
         self._cond = threading.Condition(self._mutex)
         self._compaction_lock = threading.Lock()
         self._pending_outputs = set()
-        self._user_bytes = 0
         self._counters = {"flush_bytes": 0, "compaction_bytes": 0,
                           "compaction_read_bytes": 0, "flushes": 0, "compactions": 0,
-                          "trivial_moves": 0, "stall_seconds": 0.0, "slowdowns": 0,
-                          "tombstones_dropped": 0, "versions_dropped": 0}
+                          "trivial_moves": 0, "tombstones_dropped": 0, "versions_dropped": 0}
         self.recovery = {"wal_records": 0, "wal_dropped_bytes": 0}
         self._dir_lock = open_directory(self.path, self.kind, opts["create_if_missing"],
                                         holds_database)
@@ -108,11 +101,15 @@ class LSMEngine(WritePath, Engine):
         versions.live.add(versions.current)
         versions.log_number = new_log
         versions.start_manifest()
-        self._wal = self._new_wal(new_log)
-        self._last_seq = last_seq
-        self._mem_bytes = 0
+        mem = Memtable(seed=new_log)
+        background = Background(
+            cond=self._cond, inline=not self.options["background"], schedule=self._schedule,
+            work=self._do_background_work, raise_error=self._raise_bg_error,
+            flush_pending=self._flush_pending, retire=self._retire_memtable,
+            new_log=self._new_log, wait_flushed=self._wait_for_imm)
+        self._writes = WritePath(self._new_wal(new_log), mem, last_seq, self.options, background)
         self._imm = None
-        self._set_state(Memtable(seed=new_log), None, versions.current)
+        self._set_state(mem, None, versions.current)
         self._delete_obsolete()
 
     def _set_state(self, mem, imm, version):
@@ -122,6 +119,17 @@ class LSMEngine(WritePath, Engine):
         self._view = TreeView(mem, imm, version.native, self._cache,
                                     self._tables.load_block, state)
         self._state = state
+        self._writes.l0_files = len(version.levels[0])
+
+    def _retire_memtable(self, mem):
+        """With the mutex held (the write path's switch): the current
+        memtable becomes the immutable one, to be flushed; mem the current."""
+        current, _, version = self._state
+        self._imm = current
+        self._set_state(mem, current, version)
+
+    def _flush_pending(self):
+        return self._imm is not None
 
     def _with_native(self, version):
         """Attaches the C view of version's tables that point lookups use."""
@@ -136,6 +144,9 @@ class LSMEngine(WritePath, Engine):
         wal = LogWriter(os.path.join(self.path, log_name(number)), number)
         fsync_dir(self.path)
         return wal
+
+    def _new_log(self):
+        return self._new_wal(self._versions.new_file_number())
 
     def _write_memtable(self, mem, number):
         """Writes a memtable to table `number`; None when it held nothing."""
@@ -198,7 +209,7 @@ class LSMEngine(WritePath, Engine):
         imm = self._imm
         number = self._versions.new_file_number()
         meta = self._write_memtable(imm, number)
-        edit = VersionEdit(log_number=self._wal.number, last_seq=self._last_seq)
+        edit = VersionEdit(log_number=self._writes.wal.number, last_seq=self._writes.last_seq)
         if meta is not None:
             edit.add(0, meta)
             self._counters["flush_bytes"] += meta.size
@@ -309,12 +320,7 @@ class LSMEngine(WritePath, Engine):
         level into the next until all data sits in one level.  progress(done,
         total) is called with input bytes after each step."""
         self._check_open()
-        with self._write_lock:
-            self._wait_for_imm()
-            if self._state[0].usage()[1]:
-                with self._cond:
-                    self._switch_memtable_locked()
-                self._wait_for_imm()
+        self._writes.switch_memtable()
         total = sum(f.size for _, f in self._versions.current.files())
         done = 0
         with self._compaction_lock:
@@ -336,12 +342,28 @@ class LSMEngine(WritePath, Engine):
             progress(total, total)
         return {"bytes_in": total, "bytes_out": sum(f.size for _, f in self._versions.current.files())}
 
+    # ---- writing: the WritePath's --------------------------------------------------
+
+    def put(self, key, value):
+        self._writes.put(key, value)
+
+    def delete(self, key):
+        self._writes.delete(key)
+
+    def write_batch(self, ops):
+        self._writes.write_batch(ops)
+
+    def flush(self):
+        """Makes every acknowledged write durable (fsync of the log)."""
+        self._check_open()
+        self._writes.sync()
+
     # ---- reading ----------------------------------------------------------------
 
     def get(self, key):
         if key.__class__ is not bytes or not key:
             check_key(key)
-        snapshot = self._last_seq
+        snapshot = self._writes.last_seq
         view = self._view
         if view is None:
             raise ClosedError("the engine is closed")
@@ -367,7 +389,7 @@ class LSMEngine(WritePath, Engine):
     def scan(self, start=None, end=None, reverse=False):
         check_bound("start", start)
         check_bound("end", end)
-        snapshot = self._last_seq
+        snapshot = self._writes.last_seq
         state = self._state
         if state is None:
             raise ClosedError("the engine is closed")
@@ -383,20 +405,20 @@ class LSMEngine(WritePath, Engine):
             raise ClosedError("the engine is closed")
 
     def close(self):
-        with self._write_lock:
-            if self._closed:
-                return
-            self._closed = True
-            with self._cond:
-                self._closing = True
-                self._cond.notify_all()
+        if not self._writes.refuse_writes(self._stop_background):
+            return
         if self._worker is not None:
             self._worker.join()
-        self._wal.close(sync=True)
+        self._writes.close_log()
         self._versions.close()
         self._state = self._view = None
         self._tables.clear()
         self._dir_lock.release()
+
+    def _stop_background(self):
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
 
     def stats(self):
         self._check_open()
@@ -405,6 +427,7 @@ class LSMEngine(WritePath, Engine):
         levels = [{"level": i, "files": len(files), "bytes": sum(f.size for f in files)}
                   for i, files in enumerate(version.levels)]
         mem, imm, _ = self._state
+        writes = self._writes
         cache = self._cache.stats()
         return {
             "engine": self.kind,
@@ -413,19 +436,19 @@ class LSMEngine(WritePath, Engine):
             "bytes": sum(level["bytes"] for level in levels),
             "memtable_bytes": mem.usage()[0],
             "immutable_memtable": imm is not None,
-            "last_sequence": self._last_seq,
-            "user_bytes_written": self._user_bytes,
+            "last_sequence": writes.last_seq,
+            "user_bytes_written": writes.user_bytes,
             "flush_bytes_written": c["flush_bytes"],
             "compaction_bytes_written": c["compaction_bytes"],
-            "write_amplification": ((c["flush_bytes"] + c["compaction_bytes"]) / self._user_bytes
-                                    if self._user_bytes else 0.0),
+            "write_amplification": ((c["flush_bytes"] + c["compaction_bytes"]) / writes.user_bytes
+                                    if writes.user_bytes else 0.0),
             "flushes": c["flushes"],
             "compactions": c["compactions"],
             "trivial_moves": c["trivial_moves"],
             "tombstones_dropped": c["tombstones_dropped"],
             "pending_compaction_bytes": compactions.pending_compaction_bytes(version, self.options),
-            "stall_seconds": round(c["stall_seconds"], 6),
-            "slowdowns": c["slowdowns"],
+            "stall_seconds": round(writes.stall_seconds, 6),
+            "slowdowns": writes.slowdowns,
             "bloom_useful": cache["bloom_useful"] + self._read_counters.bloom_useful,
             "bloom_false_positive": (cache["bloom_false_positive"]
                                      + self._read_counters.bloom_false_positive),
@@ -433,7 +456,7 @@ class LSMEngine(WritePath, Engine):
                                                   "misses", "evictions")},
             "tables": len(self._tables),
             "open_files": len(self._tables.files),
-            "wal_syncs": self._wal.syncs,
+            "wal_syncs": writes.wal.syncs,
             "recovery": dict(self.recovery),
         }
 
