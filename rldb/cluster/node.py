@@ -73,6 +73,8 @@ class CoreConfig:
     aae_interval: float = 0.5      # s between scheduled anti-entropy exchanges (0: off)
     aae_rate: float = 10_000       # keys/s anti-entropy may repair
     tombstone_grace: float = 3600.0  # s a tombstone is kept at least before collection
+    forward_timeout: float = 1.25    # s a forward waits for one replica before the next
+    floor_retention: float = 86_400.0  # s a collected key's version floor is kept
 
 
 class NodeCore:

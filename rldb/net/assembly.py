@@ -46,7 +46,9 @@ def core_config(cfg):
         fanout=cfg.heartbeat.fanout, request_timeout=cfg.request_timeout_ms / 1000,
         sloppy_timeout=cfg.sloppy_timeout_ms / 1000, handoff_rate=cfg.handoff_keys_per_s,
         handoff_batch=cfg.handoff_batch, aae_interval=cfg.aae_interval_ms / 1000,
-        aae_rate=cfg.aae_keys_per_s, tombstone_grace=cfg.tombstone_grace_ms / 1000)
+        aae_rate=cfg.aae_keys_per_s, tombstone_grace=cfg.tombstone_grace_ms / 1000,
+        forward_timeout=cfg.forward_timeout_ms / 1000,
+        floor_retention=cfg.floor_retention_ms / 1000)
 
 
 def make_core(cfg, engine, now):

@@ -45,6 +45,9 @@ class Config:
     aae_keys_per_s: int = 10_000      # repairs anti-entropy may make per second
     tombstone_grace_ms: int = 3_600_000  # a delete's tombstone is kept at least this long
     resp_port: int = None             # where the node also speaks RESP2 (Redis); off if None
+    forward_timeout_ms: int = None    # a forward's wait for one replica; default request/4
+    peer_send_timeout_ms: int = 2000  # a peer link not drained within this is closed
+    floor_retention_ms: int = 86_400_000  # a collected key's version floor is kept this long
 
     @property
     def addr(self):
@@ -77,7 +80,7 @@ def parse(obj):
              "storage_options", "partitions", "request_timeout_ms", "idle_timeout_ms",
              "max_connections", "node_id", "sloppy_timeout_ms", "handoff_keys_per_s",
              "handoff_batch", "aae_interval_ms", "aae_keys_per_s", "tombstone_grace_ms",
-             "resp_port")
+             "resp_port", "forward_timeout_ms", "peer_send_timeout_ms", "floor_retention_ms")
     _unknown(obj, known, "")
     if "port" not in obj:
         raise ConfigError("port: missing (the TCP port to listen on)")
@@ -87,7 +90,8 @@ def parse(obj):
     if cfg.resp_port == cfg.port:
         raise ConfigError(f"resp_port: must differ from port ({cfg.port})")
     for name in ("partitions", "request_timeout_ms", "idle_timeout_ms", "max_connections",
-                 "sloppy_timeout_ms", "handoff_keys_per_s", "handoff_batch", "aae_keys_per_s"):
+                 "sloppy_timeout_ms", "handoff_keys_per_s", "handoff_batch", "aae_keys_per_s",
+                 "forward_timeout_ms", "peer_send_timeout_ms", "floor_retention_ms"):
         value = _int(obj, name, "", 1)
         if value is not None:
             setattr(cfg, name, value)
@@ -131,11 +135,34 @@ def parse(obj):
         _unknown(h, ("fanout", "interval"), "heartbeat.")
         cfg.heartbeat = Heartbeat(_int(h, "fanout", "heartbeat.", 1, 64) or 2,
                                   _int(h, "interval", "heartbeat.", 10, 600_000) or 500)
+    _check_timeouts(cfg)
     if cfg.storage_engine != "memory" and cfg.data_dir is None:
         cfg.data_dir = f"data/{cfg.port}"
     if cfg.node_id is None:
         cfg.node_id = cfg.addr
     return cfg
+
+
+def _check_timeouts(cfg):
+    """The bounds that make forwards and tombstone collection safe: a
+    forward must leave time for another replica, and a tombstone must
+    outlive any version still queued on a peer link (which is closed once
+    it has not drained for peer_send_timeout_ms), and its floor the grace,
+    a request and a link drain together (docs/consistency.md)."""
+    if cfg.forward_timeout_ms is None:
+        cfg.forward_timeout_ms = max(1, cfg.request_timeout_ms // 4)
+    elif cfg.forward_timeout_ms >= cfg.request_timeout_ms:
+        raise ConfigError(f"forward_timeout_ms: must be less than request_timeout_ms "
+                          f"({cfg.request_timeout_ms}), not {cfg.forward_timeout_ms}")
+    if cfg.tombstone_grace_ms <= cfg.peer_send_timeout_ms:
+        raise ConfigError(f"tombstone_grace_ms: must be longer than peer_send_timeout_ms "
+                          f"({cfg.peer_send_timeout_ms}), not {cfg.tombstone_grace_ms}: a version "
+                          f"still queued on a peer link could outlive its tombstone")
+    least = cfg.tombstone_grace_ms + cfg.request_timeout_ms + cfg.peer_send_timeout_ms
+    if cfg.floor_retention_ms < least:
+        raise ConfigError(f"floor_retention_ms: must be at least tombstone_grace_ms + "
+                          f"request_timeout_ms + peer_send_timeout_ms ({least}), "
+                          f"not {cfg.floor_retention_ms}")
 
 
 def load(path):
