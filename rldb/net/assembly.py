@@ -16,14 +16,13 @@ import logging
 import os
 import random
 import signal
-import time
 
 from rldb.cluster.generation import next_generation
 from rldb.cluster.node import CoreConfig, NodeCore
 from rldb.cluster.store import ObjectStore
 from rldb.errors import InvalidArgumentError
 from rldb.net.config import ConfigError
-from rldb.net.server import ListenError, NodeServer
+from rldb.net.server import Clock, ListenError, NodeServer
 from rldb.storage import open_engine
 
 log = logging.getLogger("rldb.server")
@@ -61,14 +60,16 @@ def make_core(cfg, engine, now):
 
 def build_node(cfg, now=None):
     """The NodeServer of cfg, not started yet (start() it in a running
-    event loop); it owns the engine and closes it at shutdown()."""
+    event loop); it owns the engine and closes it at shutdown().  The core
+    is built at the server's clock (which a test may offset, see Clock)."""
+    clock = Clock.from_env()
     engine = open_node_engine(cfg)
     try:
-        core = make_core(cfg, engine, time.time() if now is None else now)
+        core = make_core(cfg, engine, clock.now() if now is None else now)
     except BaseException:
         engine.close()
         raise
-    return NodeServer(cfg, core, engine)
+    return NodeServer(cfg, core, engine, clock)
 
 
 async def serve(cfg):

@@ -5,9 +5,14 @@ The core (NodeCore, sans-IO) decides; this shell feeds it the commands the
 doors decode (rldb.net.native_server on `port`, rldb.net.resp_server on
 `resp_port`), sends what it wants sent to other nodes, hands its replies
 back to the connections that asked, and keeps one timer at its next
-deadline."""
+deadline.
+
+The core takes its time from outside (every call gets `now`).  For tests
+only, RLDB_CLOCK_OFFSET_FILE shifts that time (see Clock)."""
 import asyncio
 import logging
+import os
+import signal
 import time
 
 from rldb.cluster import commands as c
@@ -35,11 +40,49 @@ class ListenError(RldbError, OSError):
         self.errno = exc.errno
 
 
+CLOCK_OFFSET_ENV = "RLDB_CLOCK_OFFSET_FILE"
+
+
+class Clock:
+    """The time the core is given: time.time(), plus an offset for tests.
+
+    Test-only, for a clock-skew nemesis: when RLDB_CLOCK_OFFSET_FILE names a
+    file, it holds an integer number of milliseconds (negative too), read at
+    start and again on every SIGUSR2; a missing or bad file is offset 0 and a
+    warning.  It is not a configuration key on purpose, so that no
+    production configuration can skew a node's clock by accident."""
+
+    def __init__(self, path=None):
+        self.path = path
+        self.offset_ms = 0
+        if path is not None:
+            log.warning("test clock offset in use (%s=%s): this node's clock is skewed on "
+                        "purpose", CLOCK_OFFSET_ENV, path)
+            self.reload()
+
+    @classmethod
+    def from_env(cls):
+        return cls(os.environ.get(CLOCK_OFFSET_ENV) or None)
+
+    def reload(self):
+        try:
+            with open(self.path, encoding="ascii") as f:
+                self.offset_ms = int(f.read().strip())
+        except (OSError, ValueError) as exc:
+            log.warning("clock offset file %s unusable (%s); offset 0", self.path, exc)
+            self.offset_ms = 0
+        log.warning("test clock offset: %+d ms", self.offset_ms)
+
+    def now(self):
+        return time.time() + self.offset_ms / 1000
+
+
 class NodeServer:
     """Connections, the core, its timer, and what sits between them."""
 
-    def __init__(self, cfg, core, engine=None):
+    def __init__(self, cfg, core, engine=None, clock=None):
         self.cfg = cfg
+        self.clock = Clock.from_env() if clock is None else clock
         self.core = core
         self.engine = engine
         self.stats = ServerStats()
@@ -51,7 +94,8 @@ class NodeServer:
         self._resp_server = None
         self._timer = None
         self._timer_at = None
-        self.peers = PeerPool()
+        self._clock_signal = False  # SIGUSR2 reloads the test clock offset
+        self.peers = PeerPool(cfg.peer_send_timeout_ms)
         self.started = time.time()
         self.stop_requested = None  # an asyncio.Event, set when the core stops (it left)
 
@@ -70,6 +114,12 @@ class NodeServer:
                 raise
             log.info("node %s speaks RESP (Redis) on %s:%d", self.cfg.node_id, self.cfg.host,
                      self.cfg.resp_port)
+        if self.clock.path is not None:
+            try:
+                loop.add_signal_handler(signal.SIGUSR2, self.reload_clock)
+                self._clock_signal = True
+            except (RuntimeError, ValueError) as exc:  # not the main thread
+                log.warning("SIGUSR2 will not reload the clock offset: %s", exc)
         self._schedule_timer()
         log.info("node %s listening on %s (engine %s)", self.cfg.node_id, self.cfg.addr,
                  self.cfg.storage_engine)
@@ -106,7 +156,7 @@ class NodeServer:
         token = self._next_token
         self._next_token += 1
         self._pending[token] = (conn, slot)
-        self.core.handle_client(token, command, time.time())
+        self.core.handle_client(token, command, self.clock.now())
         if not self._held:
             self._drain()
 
@@ -116,7 +166,7 @@ class NodeServer:
         except p.ProtocolError:
             self.stats.protocol_errors += 1
             return
-        self.core.handle_message(msg, time.time())
+        self.core.handle_message(msg, self.clock.now())
         if not self._held:
             self._drain()
 
@@ -162,17 +212,27 @@ class NodeServer:
             self._timer.cancel()
         loop = asyncio.get_running_loop()
         self._timer_at = deadline
-        self._timer = loop.call_later(max(0.0, deadline - time.time()), self._on_timer)
+        self._timer = loop.call_later(max(0.0, deadline - self.clock.now()), self._on_timer)
 
     def _on_timer(self):
         self._timer = self._timer_at = None
-        self.core.handle_timer(time.time())
+        self.core.handle_timer(self.clock.now())
         self._drain()
         self._schedule_timer()
 
+    def reload_clock(self):
+        """SIGUSR2: the test clock offset read again; the timer follows it."""
+        self.clock.reload()
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._timer_at = None
+        self._schedule_timer()
+
     def stats_snapshot(self):
+        server = self.stats.summary()
+        server["clock_offset_ms"] = self.clock.offset_ms
         snap = {"node_id": self.cfg.node_id, "addr": self.cfg.addr,
-                "uptime_s": round(time.time() - self.started, 1), "server": self.stats.summary(),
+                "uptime_s": round(time.time() - self.started, 1), "server": server,
                 "peers": self.peers.stats(), "cluster": self.core.counters}
         if self.engine is not None:
             try:
@@ -197,6 +257,8 @@ class NodeServer:
             conn.close()
         if self._timer is not None:
             self._timer.cancel()
+        if self._clock_signal:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR2)
         self.peers.close()
         if self._server is not None:
             await self._server.wait_closed()
