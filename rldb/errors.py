@@ -49,7 +49,16 @@ class RequestError(RldbError):
 
 
 class QuorumNotReachedError(RequestError):
-    """Fewer replicas than r (or w) answered before the deadline."""
+    """Fewer replicas than r (or w) answered before the deadline.
+
+    For a write, `indeterminate` tells which of two things happened: True,
+    the outcome is unknown (the reason starts with "Indeterminate"; the
+    write may still become visible, so a retry may write it twice); False,
+    it was applied nowhere and a retry is a new write."""
+
+    @property
+    def indeterminate(self):
+        return str(self.fields.get("reason", "")).startswith("Indeterminate")
 
 
 class ConnectionLostError(RldbError, ConnectionError):

@@ -113,7 +113,7 @@ def test_every_type_has_its_handler_and_every_handler_is_in_the_registry():
     assert set(table) == set(MESSAGES)
     assert all(table[t] == handler for handlers in tables.values() for t, handler in handlers.items())
     parts = {"requests": node, "topology": node.topology, "handoff": node.handoff,
-             "anti_entropy": node.anti_entropy, "reaper": node.reaper}
+             "anti_entropy": node.anti_entropy, "reaper": node.reaper, "replica": node.replica}
     for name, handlers in tables.items():
         assert all(h.__self__ is parts[name] for h in handlers.values()), name
     # no handler method of any part is left out of the table
@@ -151,6 +151,8 @@ OWNERS = ["n1"] * P
 BAD = {
     "from": [5, None, b"n1"],
     "addr": [5, None, ["n1"]],
+    "dl": ["1", None, True, -1.0, float("nan"), float("inf"), 1e12],
+    "end": ["1", None, -1, float("nan")],
     "id": ["1", True, 1.0, None, -1],
     "key": [5, None, ["k"], b"k" * (MAX_KEY + 1)],
     "obj": ["x", 5, None],

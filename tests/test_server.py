@@ -346,11 +346,17 @@ FORWARDED_REPLIES = {
     "ok": (c.Ok(), b'{"Ok":{"message":"Ok"}}'),
     "invalid": (c.invalid("w=3 is more than n=1"),
                 b'{"Err":{"InvalidRequest":{"Generic":{"reason":"w=3 is more than n=1"}}}}'),
-    "quorum not reached": (c.Err("QuorumNotReached", {
-        "operation": "Put", "reason": "Put: 2 replica(s) needed, 1 answered (too many replicas failed)",
-        "errors": []}),
-        b'{"Err":{"QuorumNotReached":{"operation":"Put","reason":"Put: 2 replica(s) needed, 1 answered '
-        b'(too many replicas failed)","errors":[]}}}'),
+    "indeterminate": (c.Err("QuorumNotReached", {
+        "operation": "Put", "reason": "Indeterminate: Put: 2 replica(s) needed, 1 answered "
+                                      "(too many replicas failed)", "errors": []}),
+        b'{"Err":{"QuorumNotReached":{"operation":"Put","reason":"Indeterminate: Put: 2 replica(s) '
+        b'needed, 1 answered (too many replicas failed)","errors":[]}}}'),
+    # applied nowhere: no other replica to try, so the node coordinates the
+    # write itself (w=1: it keeps a hint for the owner)
+    "applied nowhere": (c.Err("QuorumNotReached", {
+        "operation": "Put", "reason": "Put: 2 replica(s) needed, 1 node(s) up; not applied "
+                                      "anywhere (safe to retry)", "errors": []}),
+        b'{"Ok":{"message":"Ok"}}'),
 }
 
 
@@ -360,8 +366,9 @@ def test_forwarded_write_gets_the_coordinators_reply(server_factory, name):
     owner, whose reply comes back in a fwd_reply message and goes to the
     client.  Here the test plays the owner ("0peer", which owns every
     partition), answering as rldb.cluster.messages.reply_to_wire encodes replies.
-    The client must get that reply (a QuorumNotReached one included), not wait
-    forever."""
+    The client must get that reply (an indeterminate QuorumNotReached one
+    included), not wait forever; a reply that says the write was applied
+    nowhere lets the node try elsewhere."""
     from rldb.cluster.membership import Member
     from rldb.cluster.messages import reply_to_wire
 

@@ -171,7 +171,7 @@ class AntiEntropy:
                       if self.host.apply(key, decode_object(data, key)))
         push = []
         for key in msg["need"]:
-            data = self.store.get_raw(key)
+            data = self.store.get_raw(key) or self.store.floor_object(key)
             if data is not None:
                 push.append([key, data])
         if not push:
@@ -207,7 +207,15 @@ class AntiEntropy:
         mine = self._segment_pairs(q, {int(s) for s in msg["segments"]})
         differ = [k for k in set(theirs) | set(mine) if theirs.get(k) != mine.get(k)]
         objs = [[k, self.store.get_raw(k)] for k in differ if k in mine]
-        need = [k for k in differ if k in theirs]
+        need = []
+        for k in differ:
+            if k in theirs and k not in mine:
+                floor = self.store.floor_object(k)  # collected here: they should know
+                if floor is not None:
+                    objs.append([k, floor])
+                    continue
+            if k in theirs:
+                need.append(k)
         self.host.send_addr(msg["addr"], {"t": "aae_objs", "id": msg["id"], "objs": objs,
                                           "need": need})
 

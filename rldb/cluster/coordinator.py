@@ -11,7 +11,13 @@ answers of the primaries themselves.
 
 During a ring transition a write has two groups of primaries (the old and
 the new preference list) and needs w from each, so that the data is on a
-quorum of whichever list ends up in charge."""
+quorum of whichever list ends up in charge.
+
+A write that fails says which of two things happened (docs/consistency.md):
+it was applied nowhere, so a retry is a new write, or its outcome is
+unknown (its reason starts with "Indeterminate"): it may still become
+visible.  Once the coordinator stored it, or sent it to anyone, a failure is
+indeterminate."""
 from dataclasses import dataclass, field
 
 from rldb.cluster import commands as c
@@ -89,8 +95,10 @@ class QuorumOp:
             got = min(len(self.answered_by.keys() & set(g)) for g in self.groups)
             return quorum_failure(self.operation, self.need, got,
                                   _with_silent(self.errors, self.primaries, self.answered_by),
-                                  now >= self.deadline)
+                                  now >= self.deadline, self.indeterminate)
         return None
+
+    indeterminate = False  # a failed read changed nothing
 
     def success(self):
         return c.Ok()
@@ -100,7 +108,8 @@ class QuorumOp:
 class WriteOp(QuorumOp):
     """A put or delete: the new clock (data, encoded) goes to every primary."""
     data: bytes = b""
-    forwarded_reply: object = None
+    clock: object = None
+    indeterminate = True   # stored by its coordinator, or sent, before it failed
 
     def finished(self):
         return all(p in self.answered_by or p in self.failed for p in self.primaries)
@@ -148,24 +157,115 @@ def _with_silent(errors, targets, answered):
     return out
 
 
-def quorum_failure(operation, needed, got, errors, timed_out):
+INDETERMINATE = "Indeterminate: "
+ACCEPT_SHARE = 0.75   # of the forward timeout: how late a replica may still take a forward
+
+
+def cannot_write(membership, groups, w, pw, now):
+    """Why a write cannot reach its quorum even with stand-ins, judged
+    before anything is stored (so the failure applied nothing), or None."""
+    up = max(1, sum(1 for n in membership.joined() if membership.is_up(n, now)))
+    if up < w:
+        return f"{w} replica(s) needed, {up} node(s) up"
+    for g in groups:
+        primaries_up = sum(1 for n in g if membership.is_up(n, now))
+        if primaries_up < pw:
+            return f"{pw} primary replica(s) needed, {primaries_up} up"
+    return None
+
+
+def quorum_failure(operation, needed, got, errors, timed_out, indeterminate=False):
     why = "deadline passed" if timed_out else "too many replicas failed"
-    reason = (f"{operation}: {needed} replica(s) needed, {got} answered ({why})")
-    return c.Err("QuorumNotReached", {
-        "operation": operation, "reason": reason,
-        "errors": [c.Err("Internal", {"reason": f"{node}: {err}"}) for node, err in sorted(errors.items())],
-    })
+    reason = f"{operation}: {needed} replica(s) needed, {got} answered ({why})"
+    return failure(operation, reason, indeterminate, [
+        c.Err("Internal", {"reason": f"{node}: {err}"}) for node, err in sorted(errors.items())])
+
+
+def failure(operation, reason, indeterminate, errors=()):
+    """A QuorumNotReached error: indeterminate, or applied nowhere (say so)."""
+    if indeterminate:
+        reason = f"{INDETERMINATE}{reason}; the write may still be applied"
+    elif operation in ("Put", "Delete", "Forward"):
+        reason = f"{reason}; not applied anywhere (safe to retry)"
+    return c.Err("QuorumNotReached", {"operation": operation, "reason": reason,
+                                      "errors": list(errors)})
+
+
+def is_indeterminate(reply):
+    return isinstance(reply, c.Err) and \
+        str(reply.fields.get("reason", "")).startswith(INDETERMINATE)
 
 
 @dataclass
 class ForwardOp:
-    """A write sent on to a replica to coordinate: done when it replies."""
+    """A write sent on to a replica to coordinate, one replica at a time.
+
+    A replica that takes the forward acknowledges it at once (fwd_ack), and
+    is then waited for until the deadline.  One that does not within the
+    forward timeout is passed over for the next; a replica drops a forward
+    that reaches it after the time it was given, so one that was passed
+    over has (barring a lost acknowledgement) not applied it.  When no
+    replica took it, the forwarding node coordinates the write itself."""
     op_id: int
     token: object
-    target: str
+    key: bytes
+    cmd: object
+    hops: int
+    targets: list            # replicas still to try, in order
     deadline: float
+    attempt_at: float = 0.0  # the current target's time to acknowledge
+    target: str = None
+    tried: list = field(default_factory=list)
+    accepted: bool = False   # the current target acknowledged
+    maybe_applied: bool = False  # a target passed over may have applied it
+    errors: dict = field(default_factory=dict)
     reply: object = None
     answered: bool = False
+
+    def on_reply(self, node, reply):
+        """A target's reply: an Ok from any target tried is the answer; a
+        failure that applied nothing passes on to the next target; any
+        other failure of the current target is the answer."""
+        if self.reply is not None or node not in self.tried:
+            return
+        if isinstance(reply, c.Ok):
+            self.reply = reply
+        elif reply.kind == "QuorumNotReached" and not is_indeterminate(reply):
+            self.errors[node] = reply.fields.get("reason", "failed")
+            if node == self.target:
+                self.target, self.accepted = None, False
+        elif node == self.target:
+            self.reply = reply
+        else:
+            self.maybe_applied = True
+            self.errors[node] = reply.fields.get("reason", reply.kind)
+
+    def next_attempt(self, now, timeout, generation):
+        """The forward to the next target; it must take it within
+        ACCEPT_SHARE of the timeout, so its acknowledgement has the rest."""
+        self.target, self.accepted = self.targets.pop(0), False
+        self.tried.append(self.target)
+        self.attempt_at = min(now + timeout, self.deadline)
+        cmd = self.cmd
+        msg = {"t": "fwd", "id": self.op_id, "gen": generation,
+               "kind": "put" if isinstance(cmd, c.Put) else "delete", "key": cmd.key,
+               "context": cmd.context, "w": cmd.w, "pw": cmd.pw, "hops": self.hops + 1,
+               "dl": now + timeout * ACCEPT_SHARE, "end": self.deadline}
+        if isinstance(cmd, c.Put):
+            msg["value"] = cmd.value
+            msg["overwrite"] = cmd.overwrite
+        return msg
+
+    def must_move_on(self, now):
+        """True when the current target neither took nor answered in time."""
+        if self.target is None:
+            return True
+        if not self.accepted and now >= self.attempt_at:
+            self.errors[self.target] = "no acknowledgement in time"
+            self.maybe_applied = True
+            self.target = None
+            return True
+        return False
 
     def outcome(self, now):
         if self.answered:
@@ -173,6 +273,7 @@ class ForwardOp:
         if self.reply is not None:
             return self.reply
         if now >= self.deadline:
-            return quorum_failure("Forward", 1, 0, {self.target: "no reply before the deadline"},
-                                  True)
+            return quorum_failure("Forward", 1, 0, self.errors or
+                                  {self.target: "no reply before the deadline"}, True,
+                                  self.maybe_applied or self.accepted)
         return None

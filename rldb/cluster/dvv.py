@@ -83,29 +83,51 @@ def join(clock):
     return tuple((i, n) for i, n, _ in clock[0])
 
 
-def _event(entries, node, value):
+def _event(entries, node, value, floor):
     out, done = [], False
     for i, n, values in entries:
         if not done and i == node:
-            out.append((i, n + 1, (value,) + values))
+            # live values pin the counter (they are the dots n, n-1, ...); an
+            # entry without any may jump to the floor
+            out.append((i, n + 1 if values else max(n, floor) + 1, (value,) + values))
             done = True
         elif not done and i > node:
-            out.append((node, 1, (value,)))
+            out.append((node, floor + 1, (value,)))
             out.append((i, n, values))
             done = True
         else:
             out.append((i, n, values))
     if not done:
-        out.append((node, 1, (value,)))
+        out.append((node, floor + 1, (value,)))
     return tuple(out)
 
 
-def update(client, server, node):
+def update(client, server, node, floor=0):
     """Applies a client write (from new()) at node against the server's clock:
-    values the client's context saw are superseded, the rest stay as siblings."""
+    values the client's context saw are superseded, the rest stay as siblings.
+
+    floor: a counter the node has issued no dot above (for any key).  A
+    node's dot for a key it holds no live value of is numbered above it, so
+    that a dot of a key whose history was forgotten (its tombstone
+    collected) is never issued twice: a late copy of the old history then
+    loses to the new write instead of hiding it."""
     entries, (value,) = client
     synced_entries, anonymous = sync((entries, ()), server)
-    return _event(synced_entries, node, value), anonymous
+    return _event(synced_entries, node, value, floor), anonymous
+
+
+def counter(clock, node):
+    """The node's counter in the clock (0 if it has no entry)."""
+    for i, n, _ in clock[0]:
+        if i == node:
+            return n
+    return 0
+
+
+def vector_clock(clock):
+    """The clock's history without its values: what a collected key keeps
+    (its floor), which every version it covered merges into as nothing."""
+    return tuple((i, n, ()) for i, n, _ in clock[0]), ()
 
 
 def values(clock):

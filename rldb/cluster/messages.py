@@ -204,13 +204,17 @@ class Message:
     doc: str
 
 
-COMMON = (Field("from", NODE), Field("addr", Str()))  # the sender, added by every send
+# the sender, added by every send; and the time after which the message is
+# dropped unread (wall-clock seconds, as its sender set it), if it has one
+DEADLINE = Spec("seconds", lambda partitions: lambda v: v.__class__ in (int, float)
+                and 0 <= v < 1e11)
+COMMON = (Field("from", NODE), Field("addr", Str()), _opt("dl", DEADLINE))
 
 _GOSSIP = (Field("members", ListOf(MEMBER)), Field("ring", RING), _opt("info", INFO))
 
 MESSAGES = {m.t: m for m in (
-    # the request path (NodeCore): being a replica, forwarded writes
-    Message("rput", "requests", (Field("id", OP_ID), Field("key", KEY_OR_TEXT),
+    # the request path: being a replica (Replica), coordinating and forwarding (NodeCore)
+    Message("rput", "replica", (Field("id", OP_ID), Field("key", KEY_OR_TEXT),
                                  Field("obj", OBJECT), _opt("hint", Maybe(NODE)),
                                  _opt("v", VERSION)),
             "a replica write (hint: the primary a fallback stands in for; v: the "
@@ -218,7 +222,7 @@ MESSAGES = {m.t: m for m in (
     Message("rput_ok", "requests", (Field("id", OP_ID),), "a replica write done"),
     Message("rput_err", "requests", (Field("id", OP_ID), _opt("reason", Str())),
             "a replica write refused"),
-    Message("rget", "requests", (Field("id", OP_ID), Field("key", KEY_OR_TEXT),
+    Message("rget", "replica", (Field("id", OP_ID), Field("key", KEY_OR_TEXT),
                                  _opt("hint", Maybe(NODE))), "a replica read"),
     Message("rget_ok", "requests", (Field("id", OP_ID), Field("obj", OBJECT)),
             "a replica's copy"),
@@ -228,8 +232,11 @@ MESSAGES = {m.t: m for m in (
                                 Field("kind", Str("put", "delete")), Field("key", KEY_OR_TEXT),
                                 _opt("value", Bytes(text=True)), _opt("context", Maybe(Bytes())),
                                 _opt("w", Maybe(Int(0))), _opt("pw", Maybe(Int(0))),
-                                _opt("overwrite", Maybe(Bool())), _opt("hops", Int(0))),
-            "a write sent on to a replica to coordinate (value: for a put)"),
+                                _opt("overwrite", Maybe(Bool())), _opt("hops", Int(0)),
+                                _opt("end", DEADLINE)),
+            "a write sent on to a replica to coordinate (value: for a put; end: when the "
+            "sender gives up)"),
+    Message("fwd_ack", "requests", (Field("id", OP_ID),), "a forwarded write taken"),
     Message("fwd_reply", "requests", (Field("id", OP_ID), Field("reply", WIRE_REPLY)),
             "the reply to a forwarded write"),
     # membership and the ring
@@ -277,7 +284,8 @@ MESSAGES = {m.t: m for m in (
                                  Field("v", VERSION)), "may this tombstone go?"),
     Message("reap_a", "reaper", (Field("id", OP_ID), Field("ok", Bool())), "the answer"),
     Message("reap", "reaper", (Field("key", KEY), Field("hash", HASH)),
-            "delete this tombstone if it still has this hash"),
+            "delete this tombstone if it still has this hash (keeping its floor)"),
+    Message("reap_ok", "reaper", (Field("key", KEY),), "a collect order carried out (or moot)"),
 )}
 
 

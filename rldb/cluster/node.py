@@ -8,9 +8,13 @@ from the rng it is given.  A standalone node is a cluster of one.  When
 `stopped` turns true (the node left the cluster) the shell shuts it down.
 
 This module holds the request path: coordinating reads and writes (quorums,
-sloppy-quorum stand-ins, read repair, forwarding a write to a replica) and
-being a replica (rput, rget, fwd); the per-request state machines are in
-coordinator, what a read answers in reads.  The rest of what a node does are parts
+sloppy-quorum stand-ins, read repair, forwarding a write to a replica, and
+taking a forward); the per-request state machines are in coordinator, what
+a read answers in reads, being a replica in replica.  Any message may
+carry a deadline ("dl", wall-clock seconds, as the coordinator set it): one
+that arrives later is dropped unread and counted (expired_requests), so
+work that waited out a partition in a queue is never done after its
+requester gave up.  The rest of what a node does are parts
 it owns and delegates to (as aioquic's QuicConnection does to its recovery
 and streams), each with its own state and module:
   topology.Topology         membership, the ring, its transitions, join, leave,
@@ -19,6 +23,7 @@ and streams), each with its own state and module:
   anti_entropy.AntiEntropy  tictac tree exchanges between replicas
   reaper.Reaper             tombstone collection
   admin.Admin               the admin commands and their views
+  replica.Replica           versions from elsewhere, replica writes and reads
 They act through host.Host (send, wake, op ids, finish a request, apply a
 version from elsewhere) and reach one another only where a protocol needs
 it, by public methods: handoff, anti-entropy and the reaper read the ring
@@ -31,14 +36,15 @@ a message against that definition before its handler runs.  Values that cross
 the network (clocks) travel in their stored form, CRC included."""
 import heapq
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from rldb.cluster import commands as c
 from rldb.cluster import context, dvv, messages, objects
 from rldb.cluster.admin import Admin
 from rldb.cluster.anti_entropy import AntiEntropy
-from rldb.cluster.coordinator import ForwardOp, QuorumOp, ReadOp, WriteOp
+from rldb.cluster.coordinator import ForwardOp, QuorumOp, ReadOp, WriteOp, cannot_write, failure
+from rldb.cluster.floors import DotFloor
 from rldb.cluster.handoff import Handoff
 from rldb.cluster.hints import HintStore
 from rldb.cluster.host import Host
@@ -46,6 +52,7 @@ from rldb.cluster.membership import Member, Membership
 from rldb.cluster.messages import BadMessage, decode_object, reply_from_wire
 from rldb.cluster.reads import read_reply
 from rldb.cluster.reaper import Reaper
+from rldb.cluster.replica import Replica, as_bytes
 from rldb.cluster.store import partition_of
 from rldb.cluster.topology import Topology
 from rldb.errors import CorruptionError, InvalidArgumentError, RldbError
@@ -85,23 +92,27 @@ class NodeCore:
         self.hints = HintStore(store)
         self.rng = rng
         self.actor = self._actor(new=False)
+        self.dot_floor = DotFloor(store, self.actor)
         self.membership = Membership(Member(cfg.node_id, cfg.addr, generation, 0),
                                      cfg.phi_threshold, cfg.gossip_interval)
         self._host = host = Host(cfg.node_id, cfg.addr, self.membership, now, self._apply,
-                                 self._renew_actor)
+                                 self._renew_actor, self._key_busy)
         self._ops = {}
+        self._busy = Counter()  # key -> requests in flight on it
         self._timers = []  # heap of (time, op id): deadlines and sloppy deadlines
         self._next_gossip = now
         self._seen_forwards = OrderedDict()  # (addr, generation, op id) of forwards taken
         self.counters = counters = {
             "forwarded": 0, "read_repairs": 0, "bad_messages": 0, "handler_errors": 0,
-            "quorum_failures": 0, "hinted_writes": 0, "relayed_writes": 0}
+            "quorum_failures": 0, "hinted_writes": 0, "relayed_writes": 0,
+            "expired_requests": 0, "forward_retries": 0, "forwards_coordinated": 0}
         args = (cfg, host, store)
         self.topology = topology = Topology(*args, self.hints, self.membership, rng, now)
         self.handoff = Handoff(*args, self.hints, self.membership, topology, counters)
         topology.add_ring_listener(self.handoff.ring_changed)
         self.anti_entropy = AntiEntropy(*args, self.membership, topology, rng, counters, now)
         self.reaper = Reaper(*args, self.hints, self.membership, topology, counters)
+        self.replica = Replica(*args, self.hints, topology, self.handoff, counters)
         self.admin = Admin(cfg, self.membership, topology, self.handoff, self.anti_entropy,
                            self.hints, counters)
         topology.restore(now)
@@ -110,10 +121,11 @@ class NodeCore:
 
     # ---- what the shells drive --------------------------------------------------------------
 
-    def handle_client(self, token, cmd, now, hops=0):
-        """Takes a client command (hops: how often peers forwarded it already)."""
+    def handle_client(self, token, cmd, now, hops=0, end=None):
+        """Takes a client command (hops: how often peers forwarded it
+        already; end: when its requester gives up, if sooner than ours)."""
         try:
-            reply = self._client(token, cmd, now, hops)
+            reply = self._client(token, cmd, now, hops, end)
         except InvalidArgumentError as exc:
             reply = c.invalid(str(exc))
         except CorruptionError as exc:
@@ -126,8 +138,12 @@ class NodeCore:
     def handle_message(self, msg, now):
         """Takes a peer's message, refused (and counted) unless it is one the
         registry defines (rldb.cluster.messages)."""
+        self._host.now = now
         if self._registry.problem(msg) is not None:
             self.counters["bad_messages"] += 1
+            return
+        if msg.get("dl", now) < now:
+            self.counters["expired_requests"] += 1
             return
         try:
             self._dispatch[msg["t"]](msg, now)
@@ -141,11 +157,13 @@ class NodeCore:
     def handler_tables(self):
         """{part of the node: {message type: its handler}}, as the registry
         names the parts."""
-        return {"requests": self._request_handlers(), "topology": self.topology.handlers(),
+        return {"requests": self._request_handlers(), "replica": self.replica.handlers(),
+                "topology": self.topology.handlers(),
                 "handoff": self.handoff.handlers(), "anti_entropy": self.anti_entropy.handlers(),
                 "reaper": self.reaper.handlers()}
 
     def handle_timer(self, now):
+        self._host.now = now
         if now >= self._next_gossip:
             self._gossip_round(now)
             self._next_gossip = now + self.cfg.gossip_interval
@@ -173,7 +191,7 @@ class NodeCore:
         """What the doors show of the node (RESP INFO and DBSIZE): keys it
         stores, hints it holds, and its counters."""
         return {"keys": self.store.live_keys(), "hints_pending": self.hints.pending(),
-                **self.counters}
+                "floor_absorbed": self.store.floors.absorbed, **self.counters}
 
     def requests_in_flight(self):
         """Requests this node coordinates that have not finished yet."""
@@ -197,9 +215,19 @@ class NodeCore:
     def _open(self, op):
         """Registers an op and the times it must be looked at again."""
         self._ops[op.op_id] = op
+        self._busy[op.key] += 1
         heapq.heappush(self._timers, (op.deadline, op.op_id))
         if isinstance(op, QuorumOp):
             heapq.heappush(self._timers, (op.sloppy_at, op.op_id))
+
+    def _close(self, op):
+        del self._ops[op.op_id]
+        self._busy[op.key] -= 1
+        if not self._busy[op.key]:
+            del self._busy[op.key]
+
+    def _key_busy(self, key):
+        return key in self._busy
 
     def _actor(self, new):
         """The id this node's dots carry.  A counter is only fresh if the
@@ -214,6 +242,7 @@ class NodeCore:
 
     def _renew_actor(self):
         self.actor = self._actor(new=True)
+        self.dot_floor.reset_actor(self.actor)
 
     # ---- the parts' views, as the shells and tools see them ----------------------------------
 
@@ -257,11 +286,11 @@ class NodeCore:
 
     # ---- client commands --------------------------------------------------------------------
 
-    def _client(self, token, cmd, now, hops):
+    def _client(self, token, cmd, now, hops, end):
         if isinstance(cmd, c.Get):
             return self._start_read(token, cmd, now)
         if isinstance(cmd, (c.Put, c.Delete)):
-            return self._start_write(token, cmd, now, hops)
+            return self._start_write(token, cmd, now, hops, end)
         if isinstance(cmd, c.Ping):
             return c.Ok("PONG")
         if isinstance(cmd, c.ClusterState):
@@ -280,43 +309,63 @@ class NodeCore:
             raise InvalidArgumentError(f"{name}={value} is more than n={self.cfg.n}")
         return value
 
-    def _start_write(self, token, cmd, now, hops):
+    def _start_write(self, token, cmd, now, hops, end=None):
         q = partition_of(cmd.key, self.cfg.partitions)
         old, new = self.topology.prefs(q)
         members = old + [n for n in new if n not in old] if new else old
-        if self.node_id not in members:
-            if hops >= MAX_HOPS:
-                return c.Err("QuorumNotReached", {
-                    "operation": "Forward", "errors": [],
-                    "reason": "the nodes do not agree yet on who holds this key; retry"})
-            return self._forward(token, cmd, members, now, hops)
-        return self._coordinate_write(token, cmd, q, old, new, now)
+        if self.node_id in members:
+            return self._coordinate_write(token, cmd, q, old, new, now, end)
+        if hops >= MAX_HOPS:
+            return failure("Forward", "the nodes do not agree yet on who holds this key; retry",
+                           False)
+        targets = [n for n in members if self.membership.is_up(n, now)]
+        deadline = min(end or now + self.cfg.request_timeout, now + self.cfg.request_timeout)
+        op = ForwardOp(self._host.new_op_id(), token, cmd.key, cmd, hops, targets, deadline)
+        self._open(op)
+        self._progress(op, now)
+        return None
 
-    def _coordinate_write(self, token, cmd, q, old, new, now):
+    def _coordinate_write(self, token, cmd, q, old, new, now, end=None, proxy=False):
+        """Coordinates a write as one of its replicas (stored here first) or,
+        proxy, as a node that holds none of them, when no replica took the
+        forward: then the dot is of an actor of its own (this node has no
+        history of the key to number it in), and this node may stand in."""
         w = self._quorum(cmd.w, self.cfg.w, "w")
         pw = self._quorum(cmd.pw, 0, "pw")
-        raw = self.store.get_raw(cmd.key)
-        current = dvv.EMPTY if raw is None else objects.decode(raw, cmd.key)
+        groups = [old] if new is None or new == old else [old, new]
+        problem = cannot_write(self.membership, groups, w, pw, now)
+        if problem is not None:
+            return failure("Put" if isinstance(cmd, c.Put) else "Delete", problem, False)
+        if proxy:
+            raw, current, floored = None, dvv.EMPTY, False
+            actor = f"{self.actor}~{self.rng.getrandbits(48):012x}"
+        else:
+            raw, current, floored = self.store.current(cmd.key)
+            actor = self.actor
         value = cmd.value if isinstance(cmd, c.Put) else None
         if cmd.context is None and (value is None or cmd.overwrite):
             vector = dvv.join(current)  # replaces what this replica saw (a delete, a RESP SET)
         else:
             vector = context.decode(cmd.context)
-        clock = dvv.update(dvv.new((value, int(now * 1000)), vector), current, self.actor)
+        clock = dvv.update(dvv.new((value, int(now * 1000)), vector), current, actor,
+                           self.dot_floor.dot_floor)
         data = objects.encode(clock)
-        self.store.write(cmd.key, data, raw, clock)
-        self.handoff.note_local_write(q, cmd.key, clock)
-        groups = [old] if new is None or new == old else [old, new]
-        if len(groups) == 1 and old == [self.node_id] and w <= 1:
-            return c.Ok()  # this node is the only replica and one ack is enough
-        op = WriteOp(self._host.new_op_id(), token, cmd.key, groups, w, pw,
-                     now + self.cfg.request_timeout, now + self.cfg.sloppy_timeout,
-                     "Put" if isinstance(cmd, c.Put) else "Delete", data=data)
-        op.record_answer(self.node_id)
+        if not proxy:
+            self.dot_floor.issued(clock)
+            self.store.write(cmd.key, data, raw, clock, floored)
+            self.handoff.note_local_write(q, cmd.key, clock)
+            if len(groups) == 1 and old == [self.node_id] and w <= 1:
+                return c.Ok()  # this node is the only replica and one ack is enough
+        deadline = min(end or now + self.cfg.request_timeout, now + self.cfg.request_timeout)
+        op = WriteOp(self._host.new_op_id(), token, cmd.key, groups, w, pw, deadline,
+                     now + self.cfg.sloppy_timeout,
+                     "Put" if isinstance(cmd, c.Put) else "Delete", data=data, clock=clock)
+        if not proxy:
+            op.record_answer(self.node_id)
         for node in op.primaries:  # a node thought down may be up: it costs one message
             if node != self.node_id:
                 self._host.send(node, {"t": "rput", "id": op.op_id, "key": cmd.key, "obj": data,
-                                  "v": self.topology.ring_version})
+                                       "v": self.topology.ring_version, "dl": deadline})
                 if not self.membership.is_up(node, now):
                     op.down.add(node)
         self._open(op)
@@ -342,50 +391,64 @@ class NodeCore:
         self._progress(op, now)
         return None
 
-    def _forward(self, token, cmd, members, now, hops):
-        """A write coordinated by a replica: sent to the first one believed up."""
-        target = next((n for n in members if self.membership.is_up(n, now)), members[0])
-        op = ForwardOp(self._host.new_op_id(), token, target, now + self.cfg.request_timeout)
-        self._open(op)
-        fields = {"key": cmd.key, "context": cmd.context, "w": cmd.w, "pw": cmd.pw,
-                  "hops": hops + 1}
-        if isinstance(cmd, c.Put):
-            fields["value"] = cmd.value
-            fields["overwrite"] = cmd.overwrite
-        self._host.send(target, {"t": "fwd", "id": op.op_id,
-                            "gen": self.membership.self_member.generation,
-                            "kind": "put" if isinstance(cmd, c.Put) else "delete", **fields})
-        self.counters["forwarded"] += 1
-        return None
+    def _advance_forward(self, op, now):
+        """Sends the forward on to the next replica when the current one did
+        not take it in time; coordinates it here when none is left."""
+        if op.answered or op.reply is not None or not op.must_move_on(now):
+            return
+        if op.targets and now < op.deadline:
+            if op.tried:
+                self.counters["forward_retries"] += 1
+            msg = op.next_attempt(now, self.cfg.forward_timeout,
+                                  self.membership.self_member.generation)
+            heapq.heappush(self._timers, (op.attempt_at, op.op_id))
+            self._host.send(op.target, msg)
+            self.counters["forwarded"] += 1
+            return
+        self._close(op)
+        op.answered = True
+        cmd = op.cmd
+        if cmd.context is None and (isinstance(cmd, c.Delete) or cmd.overwrite):
+            reply = failure("Forward", "no replica took the write, and without a context only "
+                            "a replica can coordinate it", op.maybe_applied)
+        else:
+            self.counters["forwards_coordinated"] += 1
+            q = partition_of(cmd.key, self.cfg.partitions)
+            old, new = self.topology.prefs(q)
+            reply = self._coordinate_write(op.token, cmd, q, old, new, now, op.deadline, True)
+        if reply is not None:
+            self._finish(op.token, reply)
+
+    def _finish(self, token, reply):
+        if isinstance(reply, c.Err) and reply.kind == "QuorumNotReached":
+            self.counters["quorum_failures"] += 1
+        self._host.finish(token, reply)
 
     # ---- progress of requests ---------------------------------------------------------------
 
     def _progress(self, op, now):
         if isinstance(op, ForwardOp):
+            self._advance_forward(op, now)
             outcome = op.outcome(now)
             if outcome is not None:
                 op.answered = True
-                if isinstance(outcome, c.Err) and outcome.kind == "QuorumNotReached":
-                    self.counters["quorum_failures"] += 1
-                self._host.finish(op.token, outcome)
-                del self._ops[op.op_id]
+                self._finish(op.token, outcome)
+                self._close(op)
             return
         if op.down or op.errors or now >= op.sloppy_at:
             self._stand_ins(op, now)
         outcome = op.outcome(now)
         if outcome is not None:
             op.answered = True
-            if isinstance(outcome, c.Err):
-                self.counters["quorum_failures"] += 1
-            elif isinstance(op, ReadOp):
+            if isinstance(op, ReadOp) and not isinstance(outcome, c.Err):
                 outcome = read_reply(op.key, op.merged())
-            self._host.finish(op.token, outcome)
+            self._finish(op.token, outcome)
         if isinstance(op, ReadOp):
             if op.answered and op.finished(now):
-                self._read_repair(op)
-                del self._ops[op.op_id]
+                self._read_repair(op, now)
+                self._close(op)
         elif op.answered and (op.finished() or now >= op.deadline):
-            del self._ops[op.op_id]
+            self._close(op)
 
     def _stand_ins(self, op, now):
         """Asks a fallback for every primary that cannot answer (sloppy quorum)."""
@@ -400,14 +463,18 @@ class NodeCore:
                 continue
             op.stand_in[primary] = fallback
             op.standing_for[fallback] = primary
-            if isinstance(op, WriteOp):
+            if isinstance(op, WriteOp) and fallback == self.node_id:
+                self.hints.add(primary, op.key, op.clock)  # a write coordinated as a proxy
+                self.counters["hinted_writes"] += 1
+                op.record_answer(fallback)
+            elif isinstance(op, WriteOp):
                 self._host.send(fallback, {"t": "rput", "id": op.op_id, "key": op.key,
-                                      "obj": op.data, "hint": primary})
+                                           "obj": op.data, "hint": primary, "dl": op.deadline})
             elif fallback == self.node_id:
                 op.reply(fallback, self.hints.get(primary, op.key))
             else:
                 self._host.send(fallback, {"t": "rget", "id": op.op_id, "key": op.key,
-                                      "hint": primary})
+                                           "hint": primary, "dl": op.deadline})
 
     def _fallback(self, op, now):
         """The next node up on the ring after the key's primaries that this
@@ -419,12 +486,12 @@ class NodeCore:
         for node in order:
             if node in primaries or node in asked or not self.membership.is_up(node, now):
                 continue
-            if node == self.node_id and isinstance(op, WriteOp):
-                continue
+            if node == self.node_id and isinstance(op, WriteOp) and op.answered_by:
+                continue  # it coordinates as a replica, stored already
             return node
         return None
 
-    def _read_repair(self, op):
+    def _read_repair(self, op, now):
         stale, merged = op.stale()
         if not stale or merged == dvv.EMPTY:
             return
@@ -434,52 +501,19 @@ class NodeCore:
             if node == self.node_id:
                 self._apply(op.key, merged)
             else:
-                self._host.send(node, {"t": "rput", "id": 0, "key": op.key, "obj": data})
+                self._host.send(node, {"t": "rput", "id": 0, "key": op.key, "obj": data,
+                                       "dl": now + self.cfg.request_timeout})
 
-    # ---- being a replica ----------------------------------------------------------------------
+    # ---- being a replica, taking a forward ------------------------------------------------
 
     def _apply(self, key, clock):
-        """A version for key from elsewhere (a replica write, a hint, a
-        transfer, a repair): merged into the store where this node is one of
-        the key's replicas; otherwise kept as hints for those that are.
-        True when the stored object changed."""
-        q = partition_of(key, self.cfg.partitions)
-        if self.topology.is_member(q):
-            if self.store.merge(key, clock):
-                self.handoff.note_local_write(q, key, clock)
-                return True
-            return False
-        self.counters["relayed_writes"] += 1
-        for node in self.topology.prefs(q)[0]:
-            self.hints.add(node, key, clock)
-        return False
+        return self.replica.apply(key, clock)
 
     def _request_handlers(self):
-        return {"rput": self._on_rput, "rput_ok": self._on_rput_ok, "rput_err": self._on_rput_err,
-                "rget": self._on_rget, "rget_ok": self._on_rget_ok, "rget_err": self._on_rget_err,
-                "fwd": self._on_fwd, "fwd_reply": self._on_fwd_reply}
-
-    def _on_rput(self, msg, now):
-        key = _bytes(msg["key"])
-        incoming = decode_object(msg["obj"], key)
-        hint = msg.get("hint")
-        try:
-            if hint is not None and hint != self.node_id:
-                self.hints.add(str(hint), key, incoming)
-                self.counters["hinted_writes"] += 1
-            elif msg.get("v", 0) > self.topology.ring_version and \
-                    not self.topology.is_member(partition_of(key, self.cfg.partitions)):
-                # the coordinator knows a newer ring, where we are a replica:
-                # not acknowledged (a stand-in takes it), and we ask for that ring
-                self._host.send_addr(msg["addr"], self.topology.gossip_msg("gossip"))
-                raise RldbError("this node's ring is behind the coordinator's")
-            else:
-                self._apply(key, incoming)
-            reply = {"t": "rput_ok", "id": msg["id"]}
-        except RldbError as exc:
-            reply = {"t": "rput_err", "id": msg["id"], "reason": str(exc)}
-        if msg["id"]:
-            self._host.send_addr(msg["addr"], reply)
+        return {"rput_ok": self._on_rput_ok,
+                "rput_err": self._on_rput_err, "rget_ok": self._on_rget_ok,
+                "rget_err": self._on_rget_err, "fwd": self._on_fwd, "fwd_ack": self._on_fwd_ack,
+                "fwd_reply": self._on_fwd_reply}
 
     def _on_rput_ok(self, msg, now):
         op = self._ops.get(msg["id"])
@@ -492,16 +526,6 @@ class NodeCore:
         if isinstance(op, WriteOp):
             op.record_failure(msg["from"], msg.get("reason", "error"))
             self._progress(op, now)
-
-    def _on_rget(self, msg, now):
-        key = _bytes(msg["key"])
-        hint = msg.get("hint")
-        try:
-            clock = self.hints.get(str(hint), key) if hint is not None else self.store.get(key)
-            reply = {"t": "rget_ok", "id": msg["id"], "obj": objects.encode(clock)}
-        except RldbError as exc:
-            reply = {"t": "rget_err", "id": msg["id"], "reason": str(exc)}
-        self._host.send_addr(msg["addr"], reply)
 
     def _on_rget_ok(self, msg, now):
         op = self._ops.get(msg["id"])
@@ -516,6 +540,9 @@ class NodeCore:
             self._progress(op, now)
 
     def _on_fwd(self, msg, now):
+        """A write to coordinate for a node that holds no replica of it:
+        acknowledged at once (so the sender does not pass it to another
+        replica as well), and done by the sender's end."""
         if msg["kind"] == "put" and "value" not in msg:
             raise BadMessage("a forwarded put without a value")
         # The network may deliver a message twice: a write must get one dot.
@@ -526,22 +553,24 @@ class NodeCore:
         self._seen_forwards[seen] = now
         while len(self._seen_forwards) > SEEN_FORWARDS:
             self._seen_forwards.popitem(last=False)
-        key = _bytes(msg["key"])
+        self._host.send_addr(msg["addr"], {"t": "fwd_ack", "id": msg["id"]})
+        key = as_bytes(msg["key"])
         quorum = {"w": msg.get("w"), "pw": msg.get("pw")}
         if msg["kind"] == "put":
-            cmd = c.Put(key, _bytes(msg["value"]), msg.get("context"), **quorum,
+            cmd = c.Put(key, as_bytes(msg["value"]), msg.get("context"), **quorum,
                         overwrite=bool(msg.get("overwrite")))
         else:
             cmd = c.Delete(key, msg.get("context"), **quorum)
-        self.handle_client(("fwd", msg["addr"], msg["id"]), cmd, now, int(msg.get("hops", 1)))
+        self.handle_client(("fwd", msg["addr"], msg["id"]), cmd, now, int(msg.get("hops", 1)),
+                           msg.get("end"))
+
+    def _on_fwd_ack(self, msg, now):
+        op = self._ops.get(msg["id"])
+        if isinstance(op, ForwardOp) and msg["from"] == op.target:
+            op.accepted = True
 
     def _on_fwd_reply(self, msg, now):
         op = self._ops.get(msg["id"])
         if isinstance(op, ForwardOp):
-            op.reply = reply_from_wire(msg["reply"])
+            op.on_reply(msg["from"], reply_from_wire(msg["reply"]))
             self._progress(op, now)
-
-
-def _bytes(value):
-    """A key or value as the request messages carry it (bytes, or str)."""
-    return value.encode() if isinstance(value, str) else value

@@ -1,6 +1,14 @@
 """A seeded simulation of a cluster of NodeCores: a virtual clock, a network
 that delays, drops, duplicates and reorders messages and can be cut into
 partitions, and nodes that crash and restart (with their data, or wiped).
+
+A cut either drops what crosses it (cut="drop", the default), or holds it
+as a real TCP peer link does under an iptables partition (cut="hold"): the
+messages of each (src, dst) pair wait in order and are delivered at the
+heal, late, past the deadlines they carry (the core drops those).  A pair
+whose oldest held message is older than link_bound (peer_send_timeout) is
+reset instead, as the peer pool resets a link that did not drain: all it
+held is dropped ("reset" in the stats).  A crash resets the node's links.
 A node (re)starts as a real one does: its generation comes from
 generation.next_generation over its store and the (virtual) time.
 
@@ -18,20 +26,32 @@ from rldb.storage import open_engine
 
 
 class Network:
-    def __init__(self, rng, delay=(0.001, 0.02), drop=0.0, duplicate=0.0):
+    def __init__(self, rng, delay=(0.001, 0.02), drop=0.0, duplicate=0.0, cut_mode="drop",
+                 link_bound=2.0):
+        if cut_mode not in ("drop", "hold"):
+            raise ValueError(f"cut mode {cut_mode!r}: drop or hold")
         self.rng = rng
         self.delay = delay
         self.drop = drop
         self.duplicate = duplicate
+        self.cut_mode = cut_mode
+        self.link_bound = link_bound
         self.queue = []
         self.seq = 0
         self.cut = set()   # frozenset({a, b}) pairs that cannot talk
-        self.stats = {"sent": 0, "dropped": 0, "duplicated": 0, "cut": 0}
+        self.held = {}     # (src, dst) -> [(time sent, msg), ...] waiting on a cut (hold mode)
+        self.stats = {"sent": 0, "dropped": 0, "duplicated": 0, "cut": 0, "held": 0,
+                      "reset": 0, "released": 0}
 
     def send(self, now, src, dst, msg):
         self.stats["sent"] += 1
         if frozenset((src, dst)) in self.cut:
-            self.stats["cut"] += 1
+            if self.cut_mode == "drop":
+                self.stats["cut"] += 1
+                return
+            self._expire(now, (src, dst))
+            self.held.setdefault((src, dst), []).append((now, msg))
+            self.stats["held"] += 1
             return
         if self.rng.random() < self.drop:
             self.stats["dropped"] += 1
@@ -44,6 +64,33 @@ class Network:
             at = now + self.rng.uniform(*self.delay)
             heapq.heappush(self.queue, (at, self.seq, src, dst, msg))
 
+    def _expire(self, now, pair):
+        """Resets the pair's link if its oldest held message waited longer
+        than link_bound (checked when it is next used: the same messages
+        survive as if a timer had checked all along)."""
+        held = self.held.get(pair)
+        if held and now - held[0][0] > self.link_bound:
+            self.reset(pair)
+
+    def reset(self, pair):
+        """Drops everything the (src, dst) link holds."""
+        self.stats["reset"] += len(self.held.pop(pair, ()))
+
+    def heal(self, now, pairs=None):
+        """Removes the cuts (all, or those of pairs: frozensets of two names)
+        and delivers what their links held, in order, unless a link was
+        reset meanwhile."""
+        pairs = set(self.cut) if pairs is None else set(pairs)
+        self.cut -= pairs
+        for pair in sorted(p for p in self.held if frozenset(p) in pairs):
+            self._expire(now, pair)
+            held = self.held.pop(pair, ())
+            at = now + self.rng.uniform(*self.delay) if held else now
+            for _, msg in held:  # one time and rising seq: delivered in the order sent
+                self.seq += 1
+                heapq.heappush(self.queue, (at, self.seq, pair[0], pair[1], msg))
+            self.stats["released"] += len(held)
+
     def next_time(self):
         return self.queue[0][0] if self.queue else None
 
@@ -55,12 +102,13 @@ class Cluster:
     """Nodes named n1..nk (their address is their name) on a Network."""
 
     def __init__(self, seed, size=3, n=3, r=2, w=2, partitions=16, request_timeout=1.0,
-                 gossip_interval=0.2, core=None, strict=True, **net):
+                 gossip_interval=0.2, core=None, strict=True, cut="drop", link_bound=2.0, **net):
         self.seed = seed
         self.strict = strict
         self.rng = random.Random(seed)
         self.now = 0.0
-        self.net = Network(random.Random(self.rng.random()), **net)
+        self.net = Network(random.Random(self.rng.random()), cut_mode=cut,
+                           link_bound=link_bound, **net)
         self.size = size
         self.params = dict(n=n, r=r, w=w, partitions=partitions,
                            request_timeout=request_timeout, gossip_interval=gossip_interval,
@@ -88,6 +136,8 @@ class Cluster:
 
     def crash(self, name):
         self.nodes.pop(name, None)
+        for pair in [p for p in self.net.held if name in p]:
+            self.net.reset(pair)  # its sockets are gone, or will answer a reset
         self.record("crash", name)
 
     def add_node(self, name, through=None):
@@ -225,9 +275,15 @@ class Cluster:
                     self.net.cut.add(frozenset((a, b)))
         self.record("partition", sorted(group))
 
-    def heal(self):
-        self.net.cut.clear()
-        self.record("heal")
+    def cut_link(self, a, b):
+        """Cuts the one link between a and b."""
+        self.net.cut.add(frozenset((a, b)))
+        self.record("cut", a, b)
+
+    def heal(self, a=None, b=None):
+        """Heals every cut, or only the link between a and b."""
+        self.net.heal(self.now, None if a is None else [frozenset((a, b))])
+        self.record("heal", *(() if a is None else (a, b)))
 
 
 def _holds_foreign(node):

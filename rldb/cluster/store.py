@@ -12,6 +12,7 @@ import struct
 import mmh3
 
 from rldb.cluster import dvv, objects
+from rldb.cluster.floors import KeyFloors
 from rldb.cluster.tictac import TicTacTree
 from rldb.errors import NotSupportedError
 
@@ -44,6 +45,7 @@ class ObjectStore:
         self.trees = {}        # partition -> TicTacTree of (key, object hash)
         self.tombstones = {}   # partition -> set of keys whose versions are all tombstones
         self.objects = 0       # keys stored, tombstones included
+        self.floors = KeyFloors(self)  # histories of the keys whose tombstones were collected
         self.rebuild()
 
     def storage_key(self, key):
@@ -65,38 +67,73 @@ class ObjectStore:
         data = self.get_raw(key)
         return dvv.EMPTY if data is None else objects.decode(data, key)
 
-    def write(self, key, data, old, clock):
+    def current(self, key):
+        """(stored bytes or None, the clock to build a write on, whether that
+        clock is a floor): an absent key's clock is its floor, if it has
+        one, so that a new write is numbered above the history its
+        collected tombstone covered."""
+        raw = self.get_raw(key)
+        if raw is not None:
+            return raw, objects.decode(raw, key), False
+        floor = self.floors.get(key)
+        return (None, floor, True) if floor is not None else (None, dvv.EMPTY, False)
+
+    def write(self, key, data, old, clock, floored=False):
         """Stores clock, encoded as data, over `old` (the bytes it replaces,
-        or None)."""
+        or None).  floored: the key had a floor, which the clock now carries,
+        so the floor goes."""
         p = partition_of(key, self.partitions)
         self.engine.put(_PART.pack(p) + key, data)
+        if floored:
+            self.floors.drop(key)
         self._index(key, old, data, clock, p)
 
     def put(self, key, clock):
         self.write(key, objects.encode(clock), self.get_raw(key), clock)
 
-    def merge(self, key, incoming):
+    def merge(self, key, incoming, floor_until_ms=None):
         """Merges a clock into the stored one; returns True when that changed
-        what is stored."""
-        old = self.get_raw(key)
-        current = dvv.EMPTY if old is None else objects.decode(old, key)
+        what is stored.  A merge that leaves nothing live (a floor from a
+        replica that collected the key, meeting the tombstone or the floor
+        here) keeps only the history, as the key's floor (until
+        floor_until_ms): the tombstone is collected here too."""
+        old, current, floored = self.current(key)
         merged = dvv.sync(current, incoming)
         if merged == current:
+            if floored and dvv.size(incoming):
+                self.floors.absorbed += 1  # all of it was collected: it stays deleted
             return False
-        self.write(key, objects.encode(merged), old, merged)
-        return True
+        if dvv.size(merged) or floor_until_ms is None:
+            self.write(key, objects.encode(merged), old, merged, floored)
+            return True
+        if floored:
+            self.floors.widen(key, merged)
+            return False
+        if old is not None:
+            self.engine.delete(self.storage_key(key))
+            self._index(key, old, None)
+        self.floors.put(key, merged, floor_until_ms)
+        return old is not None
+
+    def floor_object(self, key):
+        """The key's floor encoded as a stored object (a clock without
+        values), for anti-entropy to hand a replica that still holds what
+        it covers; None if the key has none."""
+        floor = self.floors.get(key)
+        return None if floor is None else objects.encode(floor)
 
     def remove_tombstone(self, key, expected_hash):
         """Deletes the key if every version of it is a tombstone and its
         object still hashes to expected_hash (the reaper's compare-and-
-        delete); returns True when it did."""
+        delete); returns the clock it deleted, or None."""
         old = self.get_raw(key)
         if old is None or object_hash(old) != expected_hash or \
                 key not in self.tombstones.get(partition_of(key, self.partitions), ()):
-            return False
+            return None
+        clock = objects.decode(old, key)
         self.engine.delete(self.storage_key(key))
         self._index(key, old, None)
-        return True
+        return clock
 
     def live_keys(self):
         """Keys stored whose versions are not all tombstones."""
@@ -182,10 +219,12 @@ class ObjectStore:
     def delete_meta(self, name):
         self.engine.delete(META + name)
 
-    def meta_items(self, prefix, limit=None):
-        """(name, value) of the records whose name starts with prefix."""
+    def meta_items(self, prefix, limit=None, after=None):
+        """(name, value) of the records whose name starts with prefix (and,
+        with after, comes after that name)."""
         out = []
-        for skey, data in self._scan(META + prefix, _after_prefix(META + prefix)):
+        start = META + (prefix if after is None else after + b"\x00")
+        for skey, data in self._scan(start, _after_prefix(META + prefix)):
             out.append((skey[2:], data))
             if limit is not None and len(out) >= limit:
                 break
