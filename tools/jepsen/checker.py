@@ -12,7 +12,9 @@ seen (its context covered them, so they must be gone); lost = acknowledged
 writes absent at the end that no later write or delete superseded (saw in
 its read, hence covered with its context) — an ok or info op supersedes,
 since an info op may have been applied; unexpected, recovered and
-applied-nowhere found as for set.
+applied-nowhere found as for set.  lost_seen_by_failed, the lost writes
+that a fail op had read (if that op was applied after all, it superseded
+them), points at the cause of a loss.
 
 availability: per nemesis phase (the fault whose interval an op started
 in, or "healthy"), split by whether the op's node was a faulty one, the
@@ -79,14 +81,14 @@ def check_deletes(ops, final):
     """Counts (and samples) for the deletes workload; final = {key: set of
     values} of the final reads of its keys."""
     names = ("attempted", "ok", "info", "fail", "lost", "zombies", "unexpected", "recovered",
-             "applied_nowhere_found", "superseded_absent")
+             "applied_nowhere_found", "superseded_absent", "lost_seen_by_failed")
     total = {name: set() for name in names}
     deletes = {OK: 0, INFO: 0, FAIL: 0}
     keys = _per_key(ops, "deletes")
     for key in set(keys) | set(final):
         key_ops = keys.get(key, [])
         attempted, by_type = set(), {OK: set(), INFO: set(), FAIL: set()}
-        observed, deleted, superseded = set(), set(), set()
+        observed, deleted, superseded, by_failed = set(), set(), set(), set()
         for op in key_ops:
             read = set(op.get("read", ())) | set(op.get("read_bad", ()))
             observed |= read
@@ -100,6 +102,8 @@ def check_deletes(ops, final):
             if op["f"] in ("write", "delete") and op["type"] in (OK, INFO) \
                     and op.get("stage") != "read":
                 superseded |= read
+            if op["f"] in ("write", "delete") and op["type"] == FAIL and op.get("stage") == "write":
+                by_failed |= read
         present = final.get(key, set())
         total["attempted"] |= attempted
         total["ok"] |= by_type[OK]
@@ -107,6 +111,7 @@ def check_deletes(ops, final):
         total["fail"] |= by_type[FAIL]
         total["zombies"] |= present & deleted
         total["lost"] |= by_type[OK] - present - superseded
+        total["lost_seen_by_failed"] |= (by_type[OK] - present - superseded) & by_failed
         total["superseded_absent"] |= (by_type[OK] - present) & superseded
         total["unexpected"] |= (present | observed) - attempted
         total["recovered"] |= by_type[INFO] & present

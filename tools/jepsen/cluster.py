@@ -215,6 +215,23 @@ class Cluster:
         raise RuntimeError(f"{node.name} ({node.addr}) did not answer PING within {limit} s:\n"
                            f"{node.log_tail()}")
 
+    async def clock_offset(self, node, expected, limit=1.0):
+        """The clock offset node's STATS reports (polled until it is
+        `expected` or limit seconds passed); None if it reports none."""
+        deadline = time.monotonic() + limit
+        seen = None
+        while True:
+            client = self.client(node, timeout=0.5)
+            try:
+                seen = (await client.stats()).get("server", {}).get("clock_offset_ms")
+            except Exception:  # noqa: BLE001 - a busy node: try again
+                pass
+            finally:
+                await client.close()
+            if seen == expected or time.monotonic() > deadline:
+                return seen
+            await asyncio.sleep(0.05)
+
     async def form(self, limit=60.0):
         """Starts every node, joins nodes 2..N to node 1 and waits until
         every node sees all members up and the same settled ring."""

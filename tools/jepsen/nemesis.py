@@ -126,15 +126,19 @@ class Nemesis:
         elif fault.kind == "kill":
             await asyncio.to_thread(nodes[fault.nodes[0]].kill)
         elif fault.kind == "skew":
+            applied = []
             for i, ms in fault.offsets.items():
                 if not nodes[i].set_clock_offset(ms):
                     self.skew_unsupported.add(self.names[i])
+                    applied.append(f"{self.names[i]}:no")
+                else:
+                    seen = await self.cluster.clock_offset(nodes[i], ms)
+                    applied.append(f"{self.names[i]}:{'yes' if seen == ms else f'reports {seen}'}")
         faulty = [self.names[i] for i in fault.faulty(len(nodes))]
         self._current = {"kind": fault.kind, "start": self.history.now(), "end": None,
                          "faulty": faulty, "detail": fault.describe(self.names)}
-        extra = {}
-        if fault.kind == "skew" and self.skew_unsupported:
-            extra["applied"] = "no (the server does not handle SIGUSR2: offset file written only)"
+        extra = {"applied": ",".join(applied)} if fault.kind == "skew" else {}
+        self._current.update(extra)
         self.note("start", kind=fault.kind, nodes=fault.describe(self.names),
                   faulty=",".join(faulty) or "-", **extra)
 

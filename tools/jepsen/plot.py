@@ -42,10 +42,10 @@ def draw(path, ops, intervals, final_heal_t=None, converged_t=None, title=""):
                   linewidth=5, label=f"{outcome} ({len(mine)})")
     if final_heal_t is not None:
         ax.axvline(final_heal_t, color="black", linestyle="--", lw=1)
-        ax.text(final_heal_t, -0.9, " final heal", fontsize=7, va="top")
+        ax.text(final_heal_t, -0.55, "final heal ", fontsize=7, va="center", ha="right")
     if converged_t is not None:
         ax.axvline(converged_t, color="#2ca02c", linestyle=":", lw=1.5)
-        ax.text(converged_t, -0.9, " converged", fontsize=7, va="top", color="#2ca02c")
+        ax.text(converged_t, -0.95, " converged", fontsize=7, va="center", color="#2ca02c")
     ax.set_yticks(range(len(clients)))
     ax.set_yticklabels([label[c] for c in clients], fontsize=8)
     ax.set_ylim(-1.2, len(clients) + 0.6)

@@ -17,6 +17,7 @@ CHECK_ROWS = {
                 ("deletes_fail", "deletes failed"),
                 ("zombies", "zombies (seen by an ok delete, present)"),
                 ("lost", "lost writes (ok, absent, not superseded)"),
+                ("lost_seen_by_failed", "  of which a fail op had read"),
                 ("superseded_absent", "ok writes absent but superseded"),
                 ("unexpected", "unexpected (present, never attempted)"),
                 ("recovered", "indeterminate recovered (info, present)"),
@@ -67,7 +68,7 @@ def render(results):
         lines += ["", f"{workload} workload", f"  {'figure':<45} {'count':>8}  verdict"]
         for name, label in rows:
             value = result.get(name, 0)
-            verdict = ("FAIL" if value else "ok") if name in SAFETY and name != "recovered" else ""
+            verdict = ("FAIL" if value else "ok") if name in SAFETY else ""
             lines.append(f"  {label:<45} {value:>8}  {verdict}".rstrip())
             if name in SAFETY and value:
                 lines.append(f"  {'':<45} e.g. {result.get(name + '_sample', [])[:10]}")
