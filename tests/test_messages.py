@@ -80,7 +80,7 @@ def _traffic():
         node = next((n for n in cl.nodes.values() if not _replicates(n, frame["q"])
                      and frame["v"] <= n.ring_version), None)
         if node is not None:
-            node.handle_message(frame, cl.now)
+            node.handle_message(dict(frame, dl=cl.now + 1.0), cl.now)  # replayed, so not late
             for _, msg in node.messages_to_send():
                 frames.setdefault(msg["t"], []).append(msg)
             break

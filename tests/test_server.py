@@ -365,7 +365,8 @@ def test_forwarded_write_gets_the_coordinators_reply(server_factory, name):
     """A put sent to a node that does not own the key is forwarded to the
     owner, whose reply comes back in a fwd_reply message and goes to the
     client.  Here the test plays the owner ("0peer", which owns every
-    partition), answering as rldb.cluster.messages.reply_to_wire encodes replies.
+    partition), taking the offer (fwd_ack), told to go (fwd_go), then answering
+    as rldb.cluster.messages.reply_to_wire encodes replies.
     The client must get that reply (an indeterminate QuorumNotReached one
     included), not wait forever; a reply that says the write was applied
     nowhere lets the node try elsewhere."""
@@ -392,6 +393,11 @@ def test_forwarded_write_gets_the_coordinators_reply(server_factory, name):
                 with link:
                     fwd = _read_internal(link, "fwd")
                     assert fwd["key"] == b"forwarded" and fwd["value"] == b"v"
+                    # the owner takes the offer, and is told to go
+                    ctl.sendall(p.encode_frame(p.INTERNAL, "m", msgpack.packb({
+                        "t": "fwd_ack", "id": fwd["id"], "from": "0peer", "addr": peer_addr},
+                        use_bin_type=True)))
+                    assert _read_internal(link, "fwd_go")["id"] == fwd["id"]
                     ctl.sendall(p.encode_frame(p.INTERNAL, "m", msgpack.packb({
                         "t": "fwd_reply", "id": fwd["id"], "reply": reply_to_wire(reply),
                         "from": "0peer", "addr": peer_addr}, use_bin_type=True)))

@@ -86,7 +86,8 @@ class AntiEntropy:
             self._flight = {"id": op_id, "q": q, "peer": peer, "run": run, "at": now,
                             "repaired": 0}
             self.host.send(peer, {"t": "aae_tree", "id": op_id, "q": q,
-                                  "branch": self.store.tree(q).branch})
+                                  "branch": self.store.tree(q).branch,
+                                  "dl": now + self.cfg.request_timeout})
             self.host.wake(now + 2 * self.cfg.request_timeout)
             return
 
@@ -158,7 +159,8 @@ class AntiEntropy:
         pairs = self._segment_pairs(flight["q"], set(segments))
         self.host.send(flight["peer"], {"t": "aae_keys", "id": flight["id"], "q": flight["q"],
                                         "segments": segments,
-                                        "pairs": [[k, h] for k, h in pairs.items()]})
+                                        "pairs": [[k, h] for k, h in pairs.items()],
+                                        "dl": now + self.cfg.request_timeout})
 
     def on_aae_objs(self, msg, now):
         flight = self._current(msg)
@@ -179,7 +181,7 @@ class AntiEntropy:
             return
         flight["repaired"] = changed
         self.host.send(flight["peer"], {"t": "aae_push", "id": flight["id"], "q": flight["q"],
-                                        "objs": push})
+                                        "objs": push, "dl": now + self.cfg.request_timeout})
 
     def on_aae_done(self, msg, now):
         flight = self._current(msg)

@@ -158,7 +158,6 @@ def _with_silent(errors, targets, answered):
 
 
 INDETERMINATE = "Indeterminate: "
-ACCEPT_SHARE = 0.75   # of the forward timeout: how late a replica may still take a forward
 
 
 def cannot_write(membership, groups, w, pw, now):
@@ -194,86 +193,3 @@ def failure(operation, reason, indeterminate, errors=()):
 def is_indeterminate(reply):
     return isinstance(reply, c.Err) and \
         str(reply.fields.get("reason", "")).startswith(INDETERMINATE)
-
-
-@dataclass
-class ForwardOp:
-    """A write sent on to a replica to coordinate, one replica at a time.
-
-    A replica that takes the forward acknowledges it at once (fwd_ack), and
-    is then waited for until the deadline.  One that does not within the
-    forward timeout is passed over for the next; a replica drops a forward
-    that reaches it after the time it was given, so one that was passed
-    over has (barring a lost acknowledgement) not applied it.  When no
-    replica took it, the forwarding node coordinates the write itself."""
-    op_id: int
-    token: object
-    key: bytes
-    cmd: object
-    hops: int
-    targets: list            # replicas still to try, in order
-    deadline: float
-    attempt_at: float = 0.0  # the current target's time to acknowledge
-    target: str = None
-    tried: list = field(default_factory=list)
-    accepted: bool = False   # the current target acknowledged
-    maybe_applied: bool = False  # a target passed over may have applied it
-    errors: dict = field(default_factory=dict)
-    reply: object = None
-    answered: bool = False
-
-    def on_reply(self, node, reply):
-        """A target's reply: an Ok from any target tried is the answer; a
-        failure that applied nothing passes on to the next target; any
-        other failure of the current target is the answer."""
-        if self.reply is not None or node not in self.tried:
-            return
-        if isinstance(reply, c.Ok):
-            self.reply = reply
-        elif reply.kind == "QuorumNotReached" and not is_indeterminate(reply):
-            self.errors[node] = reply.fields.get("reason", "failed")
-            if node == self.target:
-                self.target, self.accepted = None, False
-        elif node == self.target:
-            self.reply = reply
-        else:
-            self.maybe_applied = True
-            self.errors[node] = reply.fields.get("reason", reply.kind)
-
-    def next_attempt(self, now, timeout, generation):
-        """The forward to the next target; it must take it within
-        ACCEPT_SHARE of the timeout, so its acknowledgement has the rest."""
-        self.target, self.accepted = self.targets.pop(0), False
-        self.tried.append(self.target)
-        self.attempt_at = min(now + timeout, self.deadline)
-        cmd = self.cmd
-        msg = {"t": "fwd", "id": self.op_id, "gen": generation,
-               "kind": "put" if isinstance(cmd, c.Put) else "delete", "key": cmd.key,
-               "context": cmd.context, "w": cmd.w, "pw": cmd.pw, "hops": self.hops + 1,
-               "dl": now + timeout * ACCEPT_SHARE, "end": self.deadline}
-        if isinstance(cmd, c.Put):
-            msg["value"] = cmd.value
-            msg["overwrite"] = cmd.overwrite
-        return msg
-
-    def must_move_on(self, now):
-        """True when the current target neither took nor answered in time."""
-        if self.target is None:
-            return True
-        if not self.accepted and now >= self.attempt_at:
-            self.errors[self.target] = "no acknowledgement in time"
-            self.maybe_applied = True
-            self.target = None
-            return True
-        return False
-
-    def outcome(self, now):
-        if self.answered:
-            return None
-        if self.reply is not None:
-            return self.reply
-        if now >= self.deadline:
-            return quorum_failure("Forward", 1, 0, self.errors or
-                                  {self.target: "no reply before the deadline"}, True,
-                                  self.maybe_applied or self.accepted)
-        return None

@@ -149,7 +149,8 @@ class Handoff:
             op_id = self.host.new_op_id()
             self._hint_flight[target] = (op_id, items, now)
             self.host.send(via, {"t": "hints", "id": op_id, "for": target,
-                                 "items": [[k, d] for k, d in items]})
+                                 "items": [[k, d] for k, d in items],
+                                 "dl": now + self.cfg.request_timeout})
 
     def _rehome_hints(self, target, now):
         """Hints for a node that is gone (or for this node): to the key's
@@ -225,7 +226,8 @@ class Handoff:
         t = self.topology
         self.host.send(dst, {"t": "xfer", "id": op_id, "v": t.ring_version, "q": q,
                              "ring": [t.ring_version, t.owners, t.next_owners],
-                             "items": [[k, d] for k, d in items], "last": last})
+                             "items": [[k, d] for k, d in items], "last": last,
+                             "dl": now + self.cfg.request_timeout})
 
     def on_xfer(self, msg, now):
         # The target may not have heard of the transition yet (gossip is

@@ -234,9 +234,12 @@ MESSAGES = {m.t: m for m in (
                                 _opt("w", Maybe(Int(0))), _opt("pw", Maybe(Int(0))),
                                 _opt("overwrite", Maybe(Bool())), _opt("hops", Int(0)),
                                 _opt("end", DEADLINE)),
-            "a write sent on to a replica to coordinate (value: for a put; end: when the "
-            "sender gives up)"),
-    Message("fwd_ack", "requests", (Field("id", OP_ID),), "a forwarded write taken"),
+            "a write offered to a replica to coordinate when told to go (value: for a "
+            "put; end: when the sender gives up)"),
+    Message("fwd_ack", "requests", (Field("id", OP_ID),),
+            "a forwarded write this replica can take, if told to go"),
+    Message("fwd_go", "requests", (Field("id", OP_ID), _opt("gen", Maybe(Int(0)))),
+            "coordinate the forwarded write offered (only one replica is told)"),
     Message("fwd_reply", "requests", (Field("id", OP_ID), Field("reply", WIRE_REPLY)),
             "the reply to a forwarded write"),
     # membership and the ring

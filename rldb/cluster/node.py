@@ -36,14 +36,15 @@ a message against that definition before its handler runs.  Values that cross
 the network (clocks) travel in their stored form, CRC included."""
 import heapq
 import logging
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass
 
 from rldb.cluster import commands as c
 from rldb.cluster import context, dvv, messages, objects
 from rldb.cluster.admin import Admin
 from rldb.cluster.anti_entropy import AntiEntropy
-from rldb.cluster.coordinator import ForwardOp, QuorumOp, ReadOp, WriteOp, cannot_write, failure
+from rldb.cluster.coordinator import QuorumOp, ReadOp, WriteOp, cannot_write, failure
+from rldb.cluster.forwarding import ForwardOp, Offers
 from rldb.cluster.floors import DotFloor
 from rldb.cluster.handoff import Handoff
 from rldb.cluster.hints import HintStore
@@ -58,7 +59,6 @@ from rldb.cluster.topology import Topology
 from rldb.errors import CorruptionError, InvalidArgumentError, RldbError
 
 log = logging.getLogger("rldb.cluster")
-SEEN_FORWARDS = 100_000  # forwarded writes remembered, to drop duplicated deliveries
 MAX_HOPS = 2             # a write is forwarded at most this often (rings may disagree)
 
 
@@ -101,7 +101,7 @@ class NodeCore:
         self._busy = Counter()  # key -> requests in flight on it
         self._timers = []  # heap of (time, op id): deadlines and sloppy deadlines
         self._next_gossip = now
-        self._seen_forwards = OrderedDict()  # (addr, generation, op id) of forwards taken
+        self._offers = Offers()  # forwarded writes offered to this node
         self.counters = counters = {
             "forwarded": 0, "read_repairs": 0, "bad_messages": 0, "handler_errors": 0,
             "quorum_failures": 0, "hinted_writes": 0, "relayed_writes": 0,
@@ -320,7 +320,8 @@ class NodeCore:
                            False)
         targets = [n for n in members if self.membership.is_up(n, now)]
         deadline = min(end or now + self.cfg.request_timeout, now + self.cfg.request_timeout)
-        op = ForwardOp(self._host.new_op_id(), token, cmd.key, cmd, hops, targets, deadline)
+        op = ForwardOp(self._host.new_op_id(), token, cmd.key, cmd, hops, targets, deadline,
+                       self.membership.self_member.generation)
         self._open(op)
         self._progress(op, now)
         return None
@@ -392,25 +393,33 @@ class NodeCore:
         return None
 
     def _advance_forward(self, op, now):
-        """Sends the forward on to the next replica when the current one did
-        not take it in time; coordinates it here when none is left."""
-        if op.answered or op.reply is not None or not op.must_move_on(now):
+        """Offers the write to the next replica when the current one did not
+        answer in time; coordinates it here when none is left."""
+        if op.answered or op.reply is not None:
+            return
+        again = op.again(now, self.cfg.forward_timeout)
+        if again is not None:
+            self._host.send(op.target, again)
+            heapq.heappush(self._timers, (op.resend_at, op.op_id))
+        if not op.must_move_on(now):
             return
         if op.targets and now < op.deadline:
             if op.tried:
                 self.counters["forward_retries"] += 1
-            msg = op.next_attempt(now, self.cfg.forward_timeout,
-                                  self.membership.self_member.generation)
+            msg = op.next_offer(now, self.cfg.forward_timeout)
             heapq.heappush(self._timers, (op.attempt_at, op.op_id))
+            heapq.heappush(self._timers, (op.resend_at, op.op_id))
             self._host.send(op.target, msg)
             self.counters["forwarded"] += 1
             return
+        if now >= op.deadline:
+            return  # too late to coordinate it here: the op fails
         self._close(op)
         op.answered = True
         cmd = op.cmd
         if cmd.context is None and (isinstance(cmd, c.Delete) or cmd.overwrite):
             reply = failure("Forward", "no replica took the write, and without a context only "
-                            "a replica can coordinate it", op.maybe_applied)
+                            "a replica can coordinate it", False)
         else:
             self.counters["forwards_coordinated"] += 1
             q = partition_of(cmd.key, self.cfg.partitions)
@@ -513,7 +522,7 @@ class NodeCore:
         return {"rput_ok": self._on_rput_ok,
                 "rput_err": self._on_rput_err, "rget_ok": self._on_rget_ok,
                 "rget_err": self._on_rget_err, "fwd": self._on_fwd, "fwd_ack": self._on_fwd_ack,
-                "fwd_reply": self._on_fwd_reply}
+                "fwd_go": self._on_fwd_go, "fwd_reply": self._on_fwd_reply}
 
     def _on_rput_ok(self, msg, now):
         op = self._ops.get(msg["id"])
@@ -540,20 +549,10 @@ class NodeCore:
             self._progress(op, now)
 
     def _on_fwd(self, msg, now):
-        """A write to coordinate for a node that holds no replica of it:
-        acknowledged at once (so the sender does not pass it to another
-        replica as well), and done by the sender's end."""
+        """An offer of a write to coordinate for a node that holds no
+        replica of it: answered (fwd_ack), and done when told to go."""
         if msg["kind"] == "put" and "value" not in msg:
             raise BadMessage("a forwarded put without a value")
-        # The network may deliver a message twice: a write must get one dot.
-        # Op ids restart with the sender, so its generation is part of the name.
-        seen = (msg["addr"], msg.get("gen"), msg["id"])
-        if seen in self._seen_forwards:
-            return
-        self._seen_forwards[seen] = now
-        while len(self._seen_forwards) > SEEN_FORWARDS:
-            self._seen_forwards.popitem(last=False)
-        self._host.send_addr(msg["addr"], {"t": "fwd_ack", "id": msg["id"]})
         key = as_bytes(msg["key"])
         quorum = {"w": msg.get("w"), "pw": msg.get("pw")}
         if msg["kind"] == "put":
@@ -561,13 +560,28 @@ class NodeCore:
                         overwrite=bool(msg.get("overwrite")))
         else:
             cmd = c.Delete(key, msg.get("context"), **quorum)
-        self.handle_client(("fwd", msg["addr"], msg["id"]), cmd, now, int(msg.get("hops", 1)),
-                           msg.get("end"))
+        # Op ids restart with the sender, so its generation is part of the name.
+        self._offers.offered((msg["addr"], msg.get("gen"), msg["id"]), cmd,
+                             int(msg.get("hops", 1)), msg.get("end"))
+        self._host.send_addr(msg["addr"], {"t": "fwd_ack", "id": msg["id"]})
+
+    def _on_fwd_go(self, msg, now):
+        token = ("fwd", msg["addr"], msg["id"])
+        what = self._offers.go((msg["addr"], msg.get("gen"), msg["id"]), now)
+        if what[0] == "start":
+            cmd, hops, end = what[1]
+            self.handle_client(token, cmd, now, hops, end)
+        elif what[0] == "late":
+            self._host.finish(token, failure("Forward", "the write came too late", False))
+        elif what[0] == "unknown":
+            self._host.finish(token, failure("Forward", "this node no longer knows the write "
+                                             "(it restarted since)", True))
 
     def _on_fwd_ack(self, msg, now):
         op = self._ops.get(msg["id"])
-        if isinstance(op, ForwardOp) and msg["from"] == op.target:
-            op.accepted = True
+        if isinstance(op, ForwardOp) and op.on_ready(msg["from"]):
+            self._host.send(op.target, op.go())
+            heapq.heappush(self._timers, (op.resend_at, op.op_id))
 
     def _on_fwd_reply(self, msg, now):
         op = self._ops.get(msg["id"])

@@ -95,7 +95,8 @@ class Reaper:
             self._keys.add(key)
             for node in others:
                 self.host.send(node, {"t": "reap_q", "id": op_id, "key": key,
-                                      "hash": check["hash"], "v": self.topology.ring_version})
+                                      "hash": check["hash"], "v": self.topology.ring_version,
+                                      "dl": now + self.cfg.request_timeout})
             if len(self._checks) >= MAX_CHECKS:
                 return
         if self._todo:
