@@ -109,6 +109,7 @@ class WriteOp(QuorumOp):
     """A put or delete: the new clock (data, encoded) goes to every primary."""
     data: bytes = b""
     clock: object = None
+    proxy: bool = False    # coordinated by a node that holds no replica of the key
     indeterminate = True   # stored by its coordinator, or sent, before it failed
 
     def finished(self):

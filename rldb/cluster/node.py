@@ -360,7 +360,8 @@ class NodeCore:
         deadline = min(end or now + self.cfg.request_timeout, now + self.cfg.request_timeout)
         op = WriteOp(self._host.new_op_id(), token, cmd.key, groups, w, pw, deadline,
                      now + self.cfg.sloppy_timeout,
-                     "Put" if isinstance(cmd, c.Put) else "Delete", data=data, clock=clock)
+                     "Put" if isinstance(cmd, c.Put) else "Delete", data=data, clock=clock,
+                     proxy=proxy)
         if not proxy:
             op.record_answer(self.node_id)
         for node in op.primaries:  # a node thought down may be up: it costs one message
@@ -495,7 +496,7 @@ class NodeCore:
         for node in order:
             if node in primaries or node in asked or not self.membership.is_up(node, now):
                 continue
-            if node == self.node_id and isinstance(op, WriteOp) and op.answered_by:
+            if node == self.node_id and isinstance(op, WriteOp) and not op.proxy:
                 continue  # it coordinates as a replica, stored already
             return node
         return None
