@@ -61,9 +61,9 @@ def _alive(pid):
 
 
 def sweep_stale():
-    """Deletes the namespaces and bridges of earlier runs whose harness is
-    gone (killed before it could clean up), with the processes inside.
-    Returns the names removed."""
+    """Deletes the namespaces, bridges and FORWARD rules of earlier runs
+    whose harness is gone (killed before it could clean up), with the
+    processes inside.  Returns what it removed."""
     removed = []
     pattern = re.compile(rf"^{PREFIX}(\d+)(n\d+|probe|br)$")
     namespaces = run("ip", "netns", "list", check=False).stdout.split("\n")
@@ -85,6 +85,11 @@ def sweep_stale():
                     pass
             run("ip", "netns", "del", name, check=False)
         removed.append(name)
+    for line in run("iptables", "-S", "FORWARD", check=False).stdout.splitlines():
+        match = re.match(rf"^-A FORWARD -i ({PREFIX}(\d+)br) -o \1 -j ACCEPT$", line.strip())
+        if match and not _alive(int(match.group(2))):
+            run("iptables", "-D", *line.split()[1:], check=False)
+            removed.append(f"FORWARD rule of {match.group(1)}")
     return removed
 
 

@@ -40,6 +40,11 @@ def _plain(value):
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+def _quorum(results):
+    q = results.get("node_config", {}).get("quorum", {})
+    return f"n={q.get('n')} r={q.get('r')} w={q.get('w')}"
+
+
 def _pct(row):
     if not row or not row.get("ops"):
         return f"{'-':>6} {'-':>7}"
@@ -54,8 +59,8 @@ def render(results):
                  f"faults, workload {p.get('workload')}, nemesis {','.join(p.get('nemesis', []))}, "
                  f"{p.get('clients')} clients at {p.get('rate')} ops/s in all")
     if p.get("subnet"):
-        lines.append(f"network {p['subnet']} (clients on {p.get('bridge_addr')}), "
-                     f"quorum n=3 r=2 w=2, final reads r={results.get('convergence', {}).get('read_r')}")
+        lines.append(f"network {p['subnet']} (clients on {p.get('bridge_addr')}), quorum "
+                     f"{_quorum(results)}, final reads r={p.get('final_r')}")
     if results.get("error"):
         lines += ["", f"ERROR: {results['error']}"]
     failed = results.get("failed_checks", [])

@@ -7,7 +7,9 @@ The run: sweep what dead runs left, build the network, start and join the
 nodes, run the clients and the nemesis for --duration seconds, stop the
 clients, heal everything, read every key from every node until they agree,
 check, write the outputs.  Teardown (processes, namespaces, bridge) runs
-in a finally, at exit and on SIGINT/SIGTERM/SIGHUP."""
+in a finally, at exit and on SIGINT/SIGTERM/SIGHUP; a harness killed with
+SIGKILL takes its nodes along (parent-death signal) and the next run
+removes its namespaces and bridge."""
 import argparse
 import asyncio
 import atexit
@@ -112,7 +114,7 @@ class Run:
         return {"seed": a.seed, "nodes": a.nodes, "duration": a.duration, "workload": a.workload,
                 "nemesis": a.nemesis, "clients": a.clients, "rate": a.rate,
                 "fault_time": a.fault_time, "heal_time": a.heal_time,
-                "converge_timeout": a.converge_timeout, "subnet": str(self.network.subnet),
+                "converge_timeout": a.converge_timeout, "final_r": a.final_r, "subnet": str(self.network.subnet),
                 "bridge_addr": self.network.bridge_addr, "node_config": a.node_config,
                 "client_args": sorted(a.client_args)}
 
@@ -250,7 +252,10 @@ def main(argv=None):
     out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="rldb-jepsen-out-"))
     run = Run(args, out)
     atexit.register(run.teardown)
-    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and
+    # the run must still tear down on it
+    previous = {sig: signal.signal(sig, _interrupt)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
         try:
             asyncio.run(run.run())
