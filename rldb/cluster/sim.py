@@ -9,6 +9,8 @@ heal, late, past the deadlines they carry (the core drops those).  A pair
 whose oldest held message is older than link_bound (peer_send_timeout) is
 reset instead, as the peer pool resets a link that did not drain: all it
 held is dropped ("reset" in the stats).  A crash resets the node's links.
+A test can also block messages by what they are (block(when)): they are
+treated as crossing a cut until the next full heal.
 A node (re)starts as a real one does: its generation comes from
 generation.next_generation over its store and the (virtual) time.
 
@@ -39,13 +41,14 @@ class Network:
         self.queue = []
         self.seq = 0
         self.cut = set()   # frozenset({a, b}) pairs that cannot talk
+        self.blocked = []  # when(src, dst, msg) -> True: the message crosses a cut
         self.held = {}     # (src, dst) -> [(time sent, msg), ...] waiting on a cut (hold mode)
         self.stats = {"sent": 0, "dropped": 0, "duplicated": 0, "cut": 0, "held": 0,
                       "reset": 0, "released": 0}
 
     def send(self, now, src, dst, msg):
         self.stats["sent"] += 1
-        if frozenset((src, dst)) in self.cut:
+        if frozenset((src, dst)) in self.cut or any(when(src, dst, msg) for when in self.blocked):
             if self.cut_mode == "drop":
                 self.stats["cut"] += 1
                 return
@@ -77,10 +80,13 @@ class Network:
         self.stats["reset"] += len(self.held.pop(pair, ()))
 
     def heal(self, now, pairs=None):
-        """Removes the cuts (all, or those of pairs: frozensets of two names)
-        and delivers what their links held, in order, unless a link was
-        reset meanwhile."""
-        pairs = set(self.cut) if pairs is None else set(pairs)
+        """Removes the cuts (all of them and every block, or those of pairs:
+        frozensets of two names) and delivers what their links held, in
+        order, unless a link was reset meanwhile."""
+        if pairs is None:
+            self.blocked.clear()
+            pairs = self.cut | {frozenset(p) for p in self.held}
+        pairs = set(pairs)
         self.cut -= pairs
         for pair in sorted(p for p in self.held if frozenset(p) in pairs):
             self._expire(now, pair)
@@ -279,6 +285,12 @@ class Cluster:
         """Cuts the one link between a and b."""
         self.net.cut.add(frozenset((a, b)))
         self.record("cut", a, b)
+
+    def block(self, when):
+        """Messages for which when(src, dst, msg) is true cross a cut (held
+        or dropped, as the cut mode says) until the next full heal."""
+        self.net.blocked.append(when)
+        self.record("block", getattr(when, "__name__", "a filter"))
 
     def heal(self, a=None, b=None):
         """Heals every cut, or only the link between a and b."""
