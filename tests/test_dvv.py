@@ -80,3 +80,87 @@ def test_replicas_converge_by_sync():
     newer = dvv.update(dvv.new("z", dvv.join(m1)), m1, "b")
     assert dvv.values(dvv.sync(newer, a)) == ["z"]
     assert dvv.less(a, newer) and not dvv.less(newer, a)
+
+
+# ---- the dot floor and version floors ---------------------------------------------------------
+
+def test_a_fresh_entry_starts_above_the_floor():
+    s = dvv.update(dvv.new("v"), dvv.EMPTY, "a", floor=10)
+    assert dvv.counter(s, "a") == 11 and dvv.values(s) == ["v"]
+    assert dvv.counter(dvv.update(dvv.new("v"), dvv.EMPTY, "a"), "a") == 1  # no floor: from 1
+    other = dvv.update(dvv.new("w"), dvv.EMPTY, "b")
+    s = dvv.update(dvv.new("v", dvv.join(other)), other, "a", floor=7)  # a new entry among others
+    assert dvv.counter(s, "a") == 8 and dvv.counter(s, "b") == 1 and dvv.values(s) == ["v"]
+    dvv.check(s)
+
+
+def test_an_entry_without_live_values_jumps_to_the_floor():
+    tomb = dvv.update(dvv.new(None), dvv.update(dvv.new("x"), dvv.EMPTY, "a"), "a")
+    history = dvv.vector_clock(tomb)          # ("a", 2) without values
+    s = dvv.update(dvv.new("v", dvv.join(history)), history, "a", floor=10)
+    assert dvv.counter(s, "a") == 11 and dvv.values(s) == ["v"]
+    s = dvv.update(dvv.new("v"), history, "a", floor=1)  # a floor below the history: above it
+    assert dvv.counter(s, "a") == 3
+    dvv.check(s)
+
+
+def test_an_entry_with_live_values_stays_contiguous_whatever_the_floor():
+    s = dvv.update(dvv.new("x"), dvv.EMPTY, "a")
+    s = dvv.update(dvv.new("y"), s, "a", floor=50)  # a sibling of x: x pins the counter
+    assert dvv.counter(s, "a") == 2 and sorted(dvv.values(s)) == ["x", "y"]
+    dvv.check(s)
+    s = dvv.update(dvv.new("z", dvv.join(s)), s, "a", floor=50)  # supersedes both: no live values
+    assert dvv.counter(s, "a") == 51 and dvv.values(s) == ["z"]
+
+
+def test_vector_clock_keeps_the_history_and_drops_the_values():
+    s = dvv.update(dvv.new("x"), dvv.EMPTY, "a")
+    s = dvv.sync(s, dvv.update(dvv.new("y"), dvv.EMPTY, "b"))
+    s = dvv.update(dvv.new("z"), s, "a")
+    floor = dvv.vector_clock(s)
+    assert floor == ((("a", 2, ()), ("b", 1, ())), ())
+    assert dvv.join(floor) == dvv.join(s) and dvv.values(floor) == []
+    assert dvv.vector_clock(floor) == floor
+    dvv.check(floor)
+
+
+def test_a_version_a_floor_covers_merges_into_nothing():
+    old = dvv.update(dvv.new("v200"), dvv.EMPTY, "a")          # written, then deleted
+    tomb = dvv.update(dvv.new(None, dvv.join(old)), old, "a")
+    floor = dvv.vector_clock(tomb)                               # the tombstone collected
+    for late in (old, tomb, dvv.sync(old, tomb)):                # a late copy of its past
+        assert dvv.values(dvv.sync(floor, late)) == []
+        assert dvv.sync(floor, late) == dvv.sync(late, floor) == floor
+    newer = dvv.update(dvv.new("w"), dvv.EMPTY, "b")            # anything newer stays
+    assert dvv.values(dvv.sync(floor, newer)) == ["w"]
+
+
+def test_a_write_after_a_collection_is_never_hidden_by_a_late_copy():
+    old = dvv.update(dvv.new("v200"), dvv.EMPTY, "a")
+    seen = dvv.join(old)                                         # a context read before the delete
+    tomb = dvv.update(dvv.new(None, seen), old, "a")
+    floor = dvv.counter(tomb, "a")
+    for ctx in ((), seen):                                       # the key is gone: no history left
+        new = dvv.update(dvv.new("v300", ctx), dvv.EMPTY, "a", floor)
+        assert dvv.counter(new, "a") > dvv.counter(tomb, "a")
+        for late in (old, tomb):
+            assert dvv.values(dvv.sync(new, late)) == ["v300"]
+    # without the floor, the new dot is the old one again, and the late
+    # tombstone hides the new write: what the floor is there for
+    reused = dvv.update(dvv.new("v300"), dvv.EMPTY, "a")
+    assert dvv.values(dvv.sync(reused, tomb)) == [None]
+
+
+@settings(max_examples=300, deadline=None)
+@given(histories())
+def test_a_floor_absorbs_every_clock_it_covers(clocks):
+    merged = dvv.sync(dvv.sync(clocks[0], clocks[1]), clocks[2])
+    floor = dvv.vector_clock(merged)
+    for clock in clocks + [merged]:
+        assert dvv.values(dvv.sync(floor, clock)) == []
+        assert dvv.values(dvv.sync(clock, floor)) == []
+    # a write numbered above the floor survives every one of them
+    top = max([dvv.counter(merged, r) for r in "abc"] + [0])
+    new = dvv.update(dvv.new("new"), floor, "a", top)
+    for clock in clocks:
+        assert dvv.values(dvv.sync(new, clock)) == ["new"]
