@@ -220,6 +220,42 @@ def test_frames_sent_while_the_peer_is_unreachable_are_dropped_not_kept():
     assert queue == [] and not connecting
 
 
+def test_a_message_from_a_peer_ends_the_backoff_of_the_link_to_it():
+    """A peer that was down (a restart) and sends us a message is up: our
+    answer to it goes out at once instead of being dropped for the rest of
+    the connect backoff."""
+    port = free_port()
+    addr = f"127.0.0.1:{port}"
+
+    async def main():
+        pool = PeerPool(send_timeout_ms=2000)
+        server = None
+        try:
+            pool.send(addr, {"t": "a"})
+            link = pool.links[addr]
+            await wait_until(lambda: link.failures == 1, "the connect to fail", interval=0)
+            assert link.retry_at > asyncio.get_running_loop().time()  # backing off
+            got = []
+
+            async def on_client(reader, writer):
+                got.append(await reader.read(65536))
+                writer.close()
+            server = await asyncio.start_server(on_client, "127.0.0.1", port)
+            pool.heard_from(addr)   # the peer is back, and wrote to us
+            pool.send(addr, {"t": "b"})
+            await wait_until(lambda: got, "the answer to arrive", interval=0.01)
+            return pool.stats(), got
+        finally:
+            pool.close()
+            if server is not None:
+                server.close()
+
+    final, got = asyncio.run(main())
+    assert final["messages_dropped"] == 1  # only the one sent while it was down
+    frame = p.encode_frame(p.INTERNAL, "m", p.pack({"t": "b"}))
+    assert got[0].startswith(frame)
+
+
 # ---- the test clock offset -----------------------------------------------------------------
 
 

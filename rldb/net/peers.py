@@ -209,6 +209,14 @@ class PeerPool:
         link.send(b"".join(p.encode_frame(p.INTERNAL, "m", p.pack(m)) for m in messages),
                   len(messages))
 
+    def heard_from(self, addr):
+        """A peer that sends us a message is up: a link to it waiting out a
+        connect backoff (from while it was down or restarting) may try again
+        at once, so our answers to it are not dropped."""
+        link = self.links.get(addr)
+        if link is not None and link.writer is None:
+            link.retry_at = 0.0
+
     def close(self):
         for link in self.links.values():
             link.close()

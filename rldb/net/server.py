@@ -166,6 +166,8 @@ class NodeServer:
         except p.ProtocolError:
             self.stats.protocol_errors += 1
             return
+        if isinstance(msg, dict) and isinstance(msg.get("addr"), str):
+            self.peers.heard_from(msg["addr"])
         self.core.handle_message(msg, self.clock.now())
         if not self._held:
             self._drain()
