@@ -675,6 +675,12 @@ BAD_CONFIGS = {
     "max_connections zero": ('{"port": 3001, "max_connections": 0}', "max_connections"),
     "not JSON": ('{"port": 3001,', "JSON"),
     "negative grace": ('{"port": 3001, "tombstone_grace_ms": -1}', "tombstone_grace_ms"),
+    "negative skew": ('{"port": 3001, "max_clock_skew_ms": -5}', "max_clock_skew_ms"),
+    "grace within the link bound": ('{"port": 3001, "tombstone_grace_ms": 400, '
+                                    '"peer_send_timeout_ms": 400}', "tombstone_grace_ms"),
+    "short floors": ('{"port": 3001, "floor_retention_ms": 1000}', "floor_retention_ms"),
+    "forward as long as a request": ('{"port": 3001, "forward_timeout_ms": 5000}',
+                                     "forward_timeout_ms"),
     "zero handoff rate": ('{"port": 3001, "handoff_keys_per_s": 0}', "handoff_keys_per_s"),
     "aae interval as text": ('{"port": 3001, "aae_interval_ms": "soon"}', "aae_interval_ms"),
     "not an object": ("[3001]", "object"),

@@ -12,9 +12,9 @@ sloppy-quorum stand-ins, read repair, forwarding a write to a replica, and
 taking a forward); the per-request state machines are in coordinator, what
 a read answers in reads, being a replica in replica.  Any message may
 carry a deadline ("dl", wall-clock seconds, as the coordinator set it): one
-that arrives later is dropped unread and counted (expired_requests), so
-work that waited out a partition in a queue is never done after its
-requester gave up.  The rest of what a node does are parts
+that arrives later (by more than the clock skew allowed, clock_skew) is
+dropped unread and counted (expired_requests), so work that waited out a
+partition in a queue is not done after its requester gave up.  The rest of what a node does are parts
 it owns and delegates to (as aioquic's QuicConnection does to its recovery
 and streams), each with its own state and module:
   topology.Topology         membership, the ring, its transitions, join, leave,
@@ -82,6 +82,7 @@ class CoreConfig:
     tombstone_grace: float = 3600.0  # s a tombstone is kept at least before collection
     forward_timeout: float = 1.25    # s a forward waits for one replica before the next
     floor_retention: float = 86_400.0  # s a collected key's version floor is kept
+    clock_skew: float = 1.0          # s nodes' clocks may differ: a deadline is late past it
 
 
 class NodeCore:
@@ -142,7 +143,7 @@ class NodeCore:
         if self._registry.problem(msg) is not None:
             self.counters["bad_messages"] += 1
             return
-        if msg.get("dl", now) < now:
+        if msg.get("dl", now) < now - self.cfg.clock_skew:
             self.counters["expired_requests"] += 1
             return
         try:

@@ -118,7 +118,8 @@ class Cluster:
         self.size = size
         self.params = dict(n=n, r=r, w=w, partitions=partitions,
                            request_timeout=request_timeout, gossip_interval=gossip_interval,
-                           sloppy_timeout=0.2, aae_interval=0.2, tombstone_grace=5.0)
+                           sloppy_timeout=0.2, aae_interval=0.2, tombstone_grace=5.0,
+                           clock_skew=0.0)  # one virtual clock: deadlines are exact
         self.params.update(core or {})
         self.stores = {}
         self.nodes = {}

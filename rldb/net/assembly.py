@@ -47,7 +47,8 @@ def core_config(cfg):
         handoff_batch=cfg.handoff_batch, aae_interval=cfg.aae_interval_ms / 1000,
         aae_rate=cfg.aae_keys_per_s, tombstone_grace=cfg.tombstone_grace_ms / 1000,
         forward_timeout=cfg.forward_timeout_ms / 1000,
-        floor_retention=cfg.floor_retention_ms / 1000)
+        floor_retention=cfg.floor_retention_ms / 1000,
+        clock_skew=cfg.max_clock_skew_ms / 1000)
 
 
 def make_core(cfg, engine, now):

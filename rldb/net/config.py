@@ -48,6 +48,7 @@ class Config:
     forward_timeout_ms: int = None    # a forward's wait for one replica; default request/4
     peer_send_timeout_ms: int = 2000  # a peer link not drained within this is closed
     floor_retention_ms: int = 86_400_000  # a collected key's version floor is kept this long
+    max_clock_skew_ms: int = 1000     # how far nodes' clocks may differ (deadlines allow it)
 
     @property
     def addr(self):
@@ -80,7 +81,8 @@ def parse(obj):
              "storage_options", "partitions", "request_timeout_ms", "idle_timeout_ms",
              "max_connections", "node_id", "sloppy_timeout_ms", "handoff_keys_per_s",
              "handoff_batch", "aae_interval_ms", "aae_keys_per_s", "tombstone_grace_ms",
-             "resp_port", "forward_timeout_ms", "peer_send_timeout_ms", "floor_retention_ms")
+             "resp_port", "forward_timeout_ms", "peer_send_timeout_ms", "floor_retention_ms",
+             "max_clock_skew_ms")
     _unknown(obj, known, "")
     if "port" not in obj:
         raise ConfigError("port: missing (the TCP port to listen on)")
@@ -95,7 +97,7 @@ def parse(obj):
         value = _int(obj, name, "", 1)
         if value is not None:
             setattr(cfg, name, value)
-    for name in ("aae_interval_ms", "tombstone_grace_ms"):
+    for name in ("aae_interval_ms", "tombstone_grace_ms", "max_clock_skew_ms"):
         value = _int(obj, name, "", 0)
         if value is not None:
             setattr(cfg, name, value)
