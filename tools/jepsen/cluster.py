@@ -25,10 +25,12 @@ def base_config(host, data_dir):
     """Every node's configuration before the extra keys are merged in:
     n=3 r=2 w=2, a short heartbeat and request timeout, and a tombstone
     grace short enough that collection runs during the faults (above
-    peer_send_timeout_ms, as the server requires)."""
+    peer_send_timeout_ms, as the server requires); the clock skew allowed
+    covers the skew nemesis (up to 2 s each way on two nodes)."""
     return {"port": PORT, "host": host, "storage_engine": "lsm", "data_dir": data_dir,
             "quorum": {"n": 3, "r": 2, "w": 2}, "heartbeat": {"fanout": 2, "interval": 300},
-            "request_timeout_ms": 1500, "tombstone_grace_ms": 500, "peer_send_timeout_ms": 400}
+            "request_timeout_ms": 1500, "tombstone_grace_ms": 500, "peer_send_timeout_ms": 400,
+            "max_clock_skew_ms": 4000}
 
 
 def merge(base, extra):
