@@ -192,7 +192,11 @@ class NodeCore:
         """What the doors show of the node (RESP INFO and DBSIZE): keys it
         stores, hints it holds, and its counters."""
         return {"keys": self.store.live_keys(), "hints_pending": self.hints.pending(),
-                "floor_absorbed": self.store.floors.absorbed, **self.counters}
+                **self.figures()}
+
+    def figures(self):
+        """The node's counters, with the versions its floors absorbed."""
+        return {**self.counters, "floor_absorbed": self.store.floors.absorbed}
 
     def requests_in_flight(self):
         """Requests this node coordinates that have not finished yet."""
@@ -299,7 +303,7 @@ class NodeCore:
         if isinstance(cmd, c.JoinCluster):
             return self.topology.join(cmd.addr, now)
         if isinstance(cmd, c.Stats):
-            return c.Ok({"node_id": self.node_id, **self.counters})
+            return c.Ok({"node_id": self.node_id, **self.figures()})
         if isinstance(cmd, c.Admin):
             return self.admin.command(token, cmd, now)
         return c.invalid(f"unknown command {cmd!r}")

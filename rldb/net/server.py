@@ -235,7 +235,7 @@ class NodeServer:
         server["clock_offset_ms"] = self.clock.offset_ms
         snap = {"node_id": self.cfg.node_id, "addr": self.cfg.addr,
                 "uptime_s": round(time.time() - self.started, 1), "server": server,
-                "peers": self.peers.stats(), "cluster": self.core.counters}
+                "peers": self.peers.stats(), "cluster": self.core.figures()}
         if self.engine is not None:
             try:
                 snap["engine"] = self.engine.stats()

@@ -123,12 +123,23 @@ def check_deletes(ops, final):
 
 
 def phase_of(op, intervals):
-    """(phase kind, the op's node was faulty) for an op, by its start."""
+    """(phase kind, the op's node was faulty) for an op: the fault it
+    started in, or one that began while it was in flight; its node counts
+    as faulty when any fault overlapping the op names it (a node isolated
+    or killed mid-request, or still restarting when the op began)."""
+    start = op["start"]
+    finish = op.get("end") if op.get("end") is not None else start
+    kind, faulty = "healthy", False
     for interval in intervals:
         end = interval["end"] if interval["end"] is not None else float("inf")
-        if interval["start"] <= op["start"] < end:
-            return interval["kind"], op["node"] in interval["faulty"]
-    return "healthy", False
+        if interval["start"] <= start < end:
+            kind = interval["kind"]
+        elif not (interval["start"] <= finish and start < end):
+            continue
+        elif kind == "healthy":
+            kind = interval["kind"]
+        faulty = faulty or op["node"] in interval["faulty"]
+    return kind, faulty
 
 
 def availability(ops, intervals):

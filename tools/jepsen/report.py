@@ -87,6 +87,10 @@ def render(results):
             lines.append(f"convergence: NOT converged within {conv.get('limit_s')} s; "
                          f"{len(conv.get('disagreeing_keys', []))} keys differ, e.g. "
                          f"{conv.get('disagreeing_keys', [])[:8]}")
+    counters = results.get("node_counters")
+    if counters:
+        lines += ["", "the nodes' work, summed over their STATS: " + ", ".join(
+            f"{name} {value}" for name, value in counters.items())]
     outcomes = results.get("outcomes", {})
     if outcomes:
         lines += ["", "ops by outcome: " + "; ".join(

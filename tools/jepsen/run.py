@@ -162,6 +162,7 @@ class Run:
         conv = await converge.converge(self.cluster, keys, heal_t, self.history,
                                        a.converge_timeout, a.final_r, say=self.say)
         final_t = self.history.now()
+        self.results["node_counters"] = await self.node_counters()
         for record in converge.final_records(conv["final"], workload_of, final_t):
             self.history.add(record)
         final = converge.final_values(conv["final"], workload_of)
@@ -180,6 +181,28 @@ class Run:
             availability=checker.availability(ops, self.nemesis.intervals),
             timing={"setup_s": round(setup_s, 2), "workload_s": round(heal_t, 2),
                     "total_s": round(time.monotonic() - started, 2)})
+
+    async def node_counters(self):
+        """The figures of the core's work under the faults, summed over the
+        nodes from their STATS: tombstones collected, versions floors
+        absorbed, late requests dropped, forwards retried or coordinated."""
+        names = ("tombstones_reaped", "floor_absorbed", "collect_orders_resent",
+                 "expired_requests", "forwarded", "forward_retries", "forwards_coordinated",
+                 "quorum_failures", "read_repairs", "hinted_writes")
+        total = dict.fromkeys(names, 0)
+        for node in self.cluster.nodes:
+            client = self.cluster.client(node, timeout=5.0)
+            try:
+                figures = await client.stats()
+            except Exception as exc:  # noqa: BLE001 - reported, not fatal
+                self.say(f"no STATS from {node.name}: {exc}")
+                continue
+            finally:
+                await client.close()
+            for name in names:
+                value = figures.get("cluster", {}).get(name)
+                total[name] += value if isinstance(value, int) else 0
+        return total
 
     def finish(self):
         """Verdict and outputs; the exit code."""
