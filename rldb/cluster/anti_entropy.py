@@ -176,6 +176,11 @@ class AntiEntropy:
             data = self.store.get_raw(key) or self.store.floor_object(key)
             if data is not None:
                 push.append([key, data])
+        for key, _ in msg["objs"]:
+            if key not in msg["need"] and self.store.get_raw(key) is None:
+                floor = self.store.floor_object(key)  # theirs merged into our floor: tell them
+                if floor is not None:
+                    push.append([key, floor])
         if not push:
             self._end(now, changed)
             return
