@@ -17,12 +17,6 @@ def cluster(size=4, seed=3, **core):
     return cl
 
 
-def call(cl, node, command, limit=5.0):
-    token = ("t", cl.now, id(command))
-    cl.client(node, token, command)
-    return cl.wait_for(token, limit)
-
-
 def key_with(cl, want):
     """A key whose preference list satisfies want(pref)."""
     some = cl.nodes[cl.up()[0]]
@@ -44,18 +38,18 @@ def test_a_write_with_a_primary_down_goes_to_a_fallback_with_a_hint():
     cl.crash(down)
     cl.run_for(3.0)  # the failure detector notices
     coordinator = primaries[0]
-    assert isinstance(call(cl, coordinator, c.Put(key, b"v1", w=3)), c.Ok), \
+    assert isinstance(cl.call(coordinator, c.Put(key, b"v1", w=3)), c.Ok), \
         "w=3 is met with the fallback's acknowledgement standing in for the down primary"
     assert cl.nodes[fallback].hints.pending(down) == 1
     assert cl.nodes[fallback].hints.get(down, key) != dvv.EMPTY
     assert values(cl, fallback, key) == [], "a hint is not part of the fallback's own data"
     # pw counts primaries only: with one of three down, pw=3 cannot be met
-    reply = call(cl, coordinator, c.Put(key, b"v2", w=2, pw=3))
+    reply = cl.call(coordinator, c.Put(key, b"v2", w=2, pw=3))
     assert isinstance(reply, c.Err) and reply.kind == "QuorumNotReached"
-    assert isinstance(call(cl, coordinator, c.Put(key, b"v3", w=2, pw=2)), c.Ok)
-    reply = call(cl, coordinator, c.Get(key, r=3, pr=3))
+    assert isinstance(cl.call(coordinator, c.Put(key, b"v3", w=2, pw=2)), c.Ok)
+    reply = cl.call(coordinator, c.Get(key, r=3, pr=3))
     assert isinstance(reply, c.Err) and reply.kind == "QuorumNotReached"
-    got = call(cl, coordinator, c.Get(key, r=3))
+    got = cl.call(coordinator, c.Get(key, r=3))
     assert isinstance(got, c.Ok) and b"v1" in got.value.values
     # the primary comes back: the hint is handed off, then deleted
     cl.start(down)
@@ -73,7 +67,7 @@ def test_hints_survive_a_restart_of_the_fallback():
     down = primaries[-1]
     cl.crash(down)
     cl.run_for(3.0)
-    assert isinstance(call(cl, primaries[0], c.Put(key, b"hinted", w=3)), c.Ok)
+    assert isinstance(cl.call(primaries[0], c.Put(key, b"hinted", w=3)), c.Ok)
     assert cl.nodes[fallback].hints.pending(down) == 1
     cl.crash(fallback)
     cl.start(fallback)  # same store: the hint is a meta record in the engine
@@ -145,13 +139,13 @@ def test_repair_command_reports_the_keys_it_repaired():
     in_q = [b"k%d" % i for i in range(200) if partition_of(b"k%d" % i, 16) == q]
     for key in in_q:  # n2 loses one partition's keys behind the store's back... then rebuilds
         cl.stores["n2"].engine.delete(cl.stores["n2"].storage_key(key))
-    reply = call(cl, "n2", c.Admin("repair", partition=q, rebuild=True), 10.0)
+    reply = cl.call("n2", c.Admin("repair", partition=q, rebuild=True), 10.0)
     assert isinstance(reply, c.Ok)
     assert reply.value["keys_repaired"] == len(in_q) and reply.value["exchanges"] == 2
     assert all(values(cl, "n2", key) for key in in_q)
-    again = call(cl, "n2", c.Admin("repair"), 30.0)
+    again = cl.call("n2", c.Admin("repair"), 30.0)
     assert again.value == {"partitions": 16, "exchanges": 32, "keys_repaired": 0}
-    bad = call(cl, "n2", c.Admin("repair", partition=99))
+    bad = cl.call("n2", c.Admin("repair", partition=99))
     assert isinstance(bad, c.Err) and bad.kind == "InvalidRequest"
 
 
@@ -163,10 +157,10 @@ def test_anti_entropy_merges_concurrent_versions_instead_of_overwriting():
     cl.stores["n1"].put(key, a)  # two replicas each took a write the other missed
     cl.stores["n2"].put(key, b)
     q = partition_of(key, 16)
-    reply = call(cl, "n1", c.Admin("repair", partition=q), 10.0)
+    reply = cl.call("n1", c.Admin("repair", partition=q), 10.0)
     assert reply.value["keys_repaired"] >= 2
     assert values(cl, "n1", key) == values(cl, "n2", key) == [b"left", b"right"]
-    call(cl, "n3", c.Admin("repair", partition=q), 10.0)  # n3 met n1 before n1 had both
+    cl.call("n3", c.Admin("repair", partition=q), 10.0)  # n3 met n1 before n1 had both
     for node in ("n1", "n2", "n3"):
         assert values(cl, node, key) == [b"left", b"right"]
         assert cl.stores[node].get(key) == dvv.sync(a, b)
@@ -189,7 +183,7 @@ def test_a_join_moves_partitions_by_transfer_and_nothing_is_lost(through):
     assert cl.nodes["n4"].counters["keys_received"] > 0
     assert cl.nodes["n4"].counters["relayed_writes"] == 0
     for i in range(400):
-        got = call(cl, "n4", c.Get(b"k%d" % i, r=3))
+        got = cl.call("n4", c.Get(b"k%d" % i, r=3))
         assert isinstance(got, c.Ok) and got.value.values == [b"v%d" % i]
     for name, node in cl.nodes.items():  # no node keeps a partition it no longer replicates
         assert all(node.topology.is_member(q) for q in node.store.held_partitions()), name
@@ -216,7 +210,7 @@ def test_a_transfer_resumes_after_its_source_crashes():
         "the cursor was not kept across the restart"
     assert cl.settle(120)
     for i in range(400):
-        got = call(cl, "n4", c.Get(b"k%d" % i, r=3))
+        got = cl.call("n4", c.Get(b"k%d" % i, r=3))
         assert isinstance(got, c.Ok) and got.value.values == [b"v%d" % i]
 
 
@@ -229,7 +223,7 @@ def test_writes_during_a_transition_reach_old_and_new_replicas():
         cl.run_for(0.01)
     assert cl.nodes["n1"].next_owners is not None, "the transition should be going"
     for i in range(100, 200):
-        assert isinstance(call(cl, "n1", c.Put(b"k%d" % i, b"v%d" % i)), c.Ok)
+        assert isinstance(cl.call("n1", c.Put(b"k%d" % i, b"v%d" % i)), c.Ok)
     assert cl.settle(120)
     for i in range(200):
         pref = cl.nodes["n1"].preference_list(b"k%d" % i)
@@ -239,36 +233,36 @@ def test_writes_during_a_transition_reach_old_and_new_replicas():
 def test_leave_hands_everything_off_then_stops():
     cl = cluster(size=4, aae_interval=0)
     write_keys(cl, 300)
-    reply = call(cl, "n2", c.Admin("leave"))
+    reply = cl.call("n2", c.Admin("leave"))
     assert reply == c.Ok("leaving")
     cl.run_for(30)
     assert "n2" not in cl.nodes, "the node did not stop after leaving"
     assert cl.settle(30)
     owners = cl.nodes["n1"].owners
     assert "n2" not in owners and {owners.count(n) for n in cl.up()} <= {5, 6}
-    status = call(cl, "n1", c.Admin("status")).value
+    status = cl.call("n1", c.Admin("status")).value
     assert {r["node"]: r["status"] for r in status["nodes"]}["n2"] == "left"
     for i in range(300):
-        got = call(cl, "n3", c.Get(b"k%d" % i, r=3))
+        got = cl.call("n3", c.Get(b"k%d" % i, r=3))
         assert isinstance(got, c.Ok) and got.value.values == [b"v%d" % i]
-    assert call(cl, "n1", c.Admin("leave")) == c.Ok("leaving")
+    assert cl.call("n1", c.Admin("leave")) == c.Ok("leaving")
     lone = Cluster(5, size=1, n=1, r=1, w=1)
-    reply = call(lone, "n1", c.Admin("leave"))
+    reply = lone.call("n1", c.Admin("leave"))
     assert isinstance(reply, c.Err) and "only node" in reply.fields["reason"]
 
 
 def test_admin_views():
     cl = cluster(size=3)
-    ring_view = call(cl, "n1", c.Admin("ring")).value
+    ring_view = cl.call("n1", c.Admin("ring")).value
     assert len(ring_view["partitions"]) == 16 and not ring_view["in_transition"]
     assert all(len(p["preference_list"]) == 3 and p["next"] is None for p in ring_view["partitions"])
-    status = call(cl, "n1", c.Admin("status")).value
+    status = cl.call("n1", c.Admin("status")).value
     assert [r["node"] for r in status["nodes"]] == ["n1", "n2", "n3"]
     assert all(r["status"] == "up" and r["hints"] == 0 for r in status["nodes"])
     assert sum(r["partitions"] for r in status["nodes"]) == 16
-    transfers = call(cl, "n1", c.Admin("transfers")).value
+    transfers = cl.call("n1", c.Admin("transfers")).value
     assert transfers["outgoing"] == [] and transfers["hints"] == {}
-    bad = call(cl, "n1", c.Admin("dance"))
+    bad = cl.call("n1", c.Admin("dance"))
     assert isinstance(bad, c.Err) and bad.kind == "InvalidRequest"
 
 
@@ -278,8 +272,8 @@ def test_tombstones_are_collected_after_the_grace_period():
     cl = cluster(size=3, tombstone_grace=5.0)
     write_keys(cl, 20)
     for i in range(10):
-        got = call(cl, "n1", c.Get(b"k%d" % i))
-        assert isinstance(call(cl, "n1", c.Delete(b"k%d" % i, got.value.context)), c.Ok)
+        got = cl.call("n1", c.Get(b"k%d" % i))
+        assert isinstance(cl.call("n1", c.Delete(b"k%d" % i, got.value.context)), c.Ok)
     cl.run_for(2.0)
     assert all(cl.stores[n].get(b"k0") != dvv.EMPTY for n in ("n1", "n2", "n3")), \
         "collected before the grace period"
@@ -288,10 +282,10 @@ def test_tombstones_are_collected_after_the_grace_period():
         assert all(cl.stores[n].get_raw(b"k%d" % i) is None for i in range(10)), n
         assert all(cl.stores[n].get_raw(b"k%d" % i) is not None for i in range(10, 20)), n
         cl.stores[n].check()
-    assert isinstance(call(cl, "n2", c.Get(b"k0")), c.Err)
+    assert isinstance(cl.call("n2", c.Get(b"k0")), c.Err)
     # a new write after the collection is a fresh value, not hidden by the old delete
-    assert isinstance(call(cl, "n2", c.Put(b"k0", b"again")), c.Ok)
-    assert call(cl, "n3", c.Get(b"k0")).value.values == [b"again"]
+    assert isinstance(cl.call("n2", c.Put(b"k0", b"again")), c.Ok)
+    assert cl.call("n3", c.Get(b"k0")).value.values == [b"again"]
 
 
 def test_zombie_a_replica_that_missed_the_delete_does_not_bring_the_key_back():
@@ -299,24 +293,24 @@ def test_zombie_a_replica_that_missed_the_delete_does_not_bring_the_key_back():
     resurrect the value after the tombstone is gone elsewhere."""
     cl = cluster(size=3, tombstone_grace=2.0, aae_interval=0)
     key = b"zombie"
-    assert isinstance(call(cl, "n1", c.Put(key, b"alive")), c.Ok)
+    assert isinstance(cl.call("n1", c.Put(key, b"alive")), c.Ok)
     cl.run_for(1.0)
     cl.partition(["n3"])          # n3 keeps the value and misses the delete
-    got = call(cl, "n1", c.Get(key))
-    assert isinstance(call(cl, "n1", c.Delete(key, got.value.context)), c.Ok)
+    got = cl.call("n1", c.Get(key))
+    assert isinstance(cl.call("n1", c.Delete(key, got.value.context)), c.Ok)
     cl.run_for(10.0)              # well past the grace period
     for n in ("n1", "n2"):
         assert cl.stores[n].get_raw(key) is not None, "collected while n3 missed the delete"
     assert values(cl, "n3", key) == [b"alive"]
     cl.heal()
     cl.run_for(3.0)
-    reply = call(cl, "n1", c.Admin("repair"), 30.0)   # n3 learns of the delete
+    reply = cl.call("n1", c.Admin("repair"), 30.0)   # n3 learns of the delete
     assert reply.value["keys_repaired"] >= 1
     cl.run_for(10.0)              # now every replica holds it: collected everywhere
     assert all(cl.stores[n].get_raw(key) is None for n in ("n1", "n2", "n3"))
-    again = call(cl, "n1", c.Admin("repair"), 30.0)
+    again = cl.call("n1", c.Admin("repair"), 30.0)
     assert again.value["keys_repaired"] == 0
-    assert isinstance(call(cl, "n2", c.Get(key, r=3)), c.Err)
+    assert isinstance(cl.call("n2", c.Get(key, r=3)), c.Err)
 
 
 def test_doomstone_an_old_tombstone_held_as_a_hint_does_not_delete_a_newer_value():
@@ -330,17 +324,17 @@ def test_doomstone_an_old_tombstone_held_as_a_hint_does_not_delete_a_newer_value
     primaries = cl.nodes["n1"].preference_list(key)
     fallback = next(n for n in cl.up() if n not in primaries)
     away = primaries[-1]
-    assert isinstance(call(cl, primaries[0], c.Put(key, b"old")), c.Ok)
+    assert isinstance(cl.call(primaries[0], c.Put(key, b"old")), c.Ok)
     cl.run_for(1.0)
     cl.crash(away)
     cl.run_for(3.0)
-    got = call(cl, primaries[0], c.Get(key))
-    assert isinstance(call(cl, primaries[0], c.Delete(key, got.value.context, w=3)), c.Ok)
+    got = cl.call(primaries[0], c.Get(key))
+    assert isinstance(cl.call(primaries[0], c.Delete(key, got.value.context, w=3)), c.Ok)
     assert cl.nodes[fallback].hints.pending(away) == 1   # the tombstone, for `away`
     cl.net.cut.add(frozenset((fallback, away)))          # the hint cannot be handed off
     cl.start(away)
     cl.run_for(3.0)
-    assert isinstance(call(cl, primaries[0], c.Get(key, r=3)), c.Err)  # NotFound; repairs `away`
+    assert isinstance(cl.call(primaries[0], c.Get(key, r=3)), c.Err)  # NotFound; repairs `away`
     cl.run_for(1.0)
     tomb = cl.stores[primaries[0]].get_raw(key)
     assert all(cl.stores[n].get_raw(key) == tomb for n in primaries), "primaries disagree"
@@ -349,14 +343,14 @@ def test_doomstone_an_old_tombstone_held_as_a_hint_does_not_delete_a_newer_value
     assert cl.nodes[fallback].hints.pending(away) == 1
     assert cl.stores[primaries[0]].get_raw(key) is not None, \
         "collected while a hint for the key was pending"
-    assert isinstance(call(cl, primaries[0], c.Put(key, b"new")), c.Ok)
+    assert isinstance(cl.call(primaries[0], c.Put(key, b"new")), c.Ok)
     cl.heal()
     cl.run_for(5.0)               # the old tombstone is handed off now
     assert cl.nodes[fallback].hints.pending() == 0
-    got = call(cl, primaries[1], c.Get(key, r=3))
+    got = cl.call(primaries[1], c.Get(key, r=3))
     assert isinstance(got, c.Ok) and got.value.values == [b"new"]
     cl.run_for(10.0)              # and collection leaves the newer value alone
-    got = call(cl, primaries[1], c.Get(key, r=3))
+    got = cl.call(primaries[1], c.Get(key, r=3))
     assert isinstance(got, c.Ok) and got.value.values == [b"new"]
 
 
@@ -379,8 +373,8 @@ def test_stores_keep_their_indexes_under_a_random_history(seed):
     write_keys(cl, 50)
     cl.crash("n4")
     for i in range(0, 50, 3):
-        got = call(cl, "n1", c.Get(b"k%d" % i))
-        call(cl, "n1", c.Delete(b"k%d" % i, got.value.context))
+        got = cl.call("n1", c.Get(b"k%d" % i))
+        cl.call("n1", c.Delete(b"k%d" % i, got.value.context))
     cl.start("n4")
     assert cl.settle(60)
     cl.run_for(10)
@@ -391,7 +385,7 @@ def test_stores_keep_their_indexes_under_a_random_history(seed):
 
 def test_a_collection_request_never_deletes_a_live_value():
     cl = cluster(size=3)
-    assert isinstance(call(cl, "n1", c.Put(b"live", b"v")), c.Ok)
+    assert isinstance(cl.call("n1", c.Put(b"live", b"v")), c.Ok)
     cl.run_for(1.0)
     raw = cl.stores["n2"].get_raw(b"live")
     cl.nodes["n2"].handle_message({"t": "reap", "key": b"live", "hash": raw[:4],

@@ -29,12 +29,6 @@ def cluster(size=4, seed=1, request_timeout=1.0, cut="hold", **core):
     return cl
 
 
-def call(cl, node, command, limit=5.0):
-    token = ("t", cl.now, id(command))
-    cl.client(node, token, command)
-    return cl.wait_for(token, limit)
-
-
 def foreign_key(cl, node):
     """A key node holds no replica of, and its preference list."""
     key = next(b"key%d" % i for i in range(10_000)
@@ -49,7 +43,7 @@ def writers(clock, value):
 
 def final_values(cl, key, node=None):
     assert cl.settle(30.0)
-    reply = call(cl, node or cl.up()[0], c.Get(key, r=3))
+    reply = cl.call(node or cl.up()[0], c.Get(key, r=3))
     return reply.value.values if isinstance(reply, c.Ok) else []
 
 
@@ -64,7 +58,7 @@ def test_a_forward_to_a_cut_off_replica_goes_to_the_next_one():
     cl = cluster()
     key, pref = foreign_key(cl, "n1")
     cl.cut_link("n1", pref[0])          # the first replica asked never hears of it in time
-    assert isinstance(call(cl, "n1", c.Put(key, b"v1")), c.Ok)
+    assert isinstance(cl.call("n1", c.Put(key, b"v1")), c.Ok)
     counters = cl.nodes["n1"].counters
     assert counters["forward_retries"] == 1 and counters["forwards_coordinated"] == 0
     late = [m for _, m in cl.net.held[("n1", pref[0])] if m["t"] == "fwd"]
@@ -85,7 +79,7 @@ def test_a_forward_that_arrives_after_its_deadline_is_dropped_unread():
     sent = []
     send = cl.net.send
     cl.net.send = lambda now, src, dst, msg: (sent.append(dict(msg)), send(now, src, dst, msg))
-    assert isinstance(call(cl, "n1", c.Put(key, b"v1")), c.Ok)
+    assert isinstance(cl.call("n1", c.Put(key, b"v1")), c.Ok)
     fwd = next(m for m in sent if m["t"] == "fwd")
     target = cl.nodes[pref[0]]
     before = dict(target.counters), target.store.get_raw(key)
@@ -103,7 +97,7 @@ def test_when_no_replica_takes_it_the_node_coordinates_it_through_the_sloppy_quo
     key, pref = foreign_key(cl, "n1")
     for node in pref:
         cl.cut_link("n1", node)         # n1 is up, and so is the other fallback
-    assert isinstance(call(cl, "n1", c.Put(key, b"proxied")), c.Ok)
+    assert isinstance(cl.call("n1", c.Put(key, b"proxied")), c.Ok)
     counters = cl.nodes["n1"].counters
     assert counters["forwards_coordinated"] == 1 and counters["forward_retries"] == 2
     assert sum(node.hints.pending() for node in cl.nodes.values()) >= 2, \
@@ -121,12 +115,12 @@ def test_when_no_replica_takes_it_the_node_coordinates_it_through_the_sloppy_quo
 def test_a_write_without_context_that_no_replica_takes_fails_and_is_not_applied(kind):
     cl = cluster(size=5, request_timeout=2.0)
     key, pref = foreign_key(cl, "n1")
-    assert isinstance(call(cl, pref[0], c.Put(key, b"kept")), c.Ok)
+    assert isinstance(cl.call(pref[0], c.Put(key, b"kept")), c.Ok)
     cl.run_for(0.5)
     for node in pref:
         cl.cut_link("n1", node)
     command = c.Delete(key) if kind == "delete" else c.Put(key, b"set", overwrite=True)
-    reply = call(cl, "n1", command)
+    reply = cl.call("n1", command)
     assert isinstance(reply, c.Err) and reply.kind == "QuorumNotReached", reply
     assert cl.nodes["n1"].counters["forwards_coordinated"] == 0
     cl.heal()
@@ -146,7 +140,7 @@ def test_fewer_nodes_up_than_w_is_applied_nowhere():
     assert cannot_write(cl.nodes["n1"].membership, groups, 2, 0, cl.now) is not None
     assert cannot_write(cl.nodes["n1"].membership, groups, 1, 0, cl.now) is None
     sent = cl.net.stats["sent"]
-    reply = call(cl, "n1", c.Put(key, b"never"))
+    reply = cl.call("n1", c.Put(key, b"never"))
     assert applied_nowhere(reply) and reply.fields["reason"].endswith(NOWHERE), reply
     assert cl.stores["n1"].get_raw(key) is None and not cl.nodes["n1"].hints.pending()
     assert cl.net.stats["sent"] - sent < 10, "nothing but gossip went out"
@@ -161,7 +155,7 @@ def test_a_forwarded_write_that_cannot_reach_w_is_applied_nowhere():
     for node in pref:
         cl.crash(node)
     cl.run_for(5.0)
-    reply = call(cl, "n1", c.Put(key, b"never"))
+    reply = cl.call("n1", c.Put(key, b"never"))
     assert applied_nowhere(reply) and reply.fields["reason"].endswith(NOWHERE), reply
     assert not cl.nodes["n1"].hints.pending()
     for node in pref:
@@ -173,14 +167,14 @@ def test_a_quorum_missed_after_the_coordinator_stored_the_write_is_indeterminate
     cl = cluster(size=3)
     key = b"k"
     cl.partition(["n1"])                # n1 still believes the others up
-    reply = call(cl, "n1", c.Put(key, b"maybe"))
+    reply = cl.call("n1", c.Put(key, b"maybe"))
     assert isinstance(reply, c.Err) and reply.kind == "QuorumNotReached"
     assert is_indeterminate(reply) and reply.fields["reason"].startswith("Indeterminate"), reply
     assert not reply.fields["reason"].endswith(NOWHERE)
     assert dvv.values(cl.stores["n1"].get(key)), "stored by its coordinator"
     cl.heal()
     cl.run_for(1.0)
-    call(cl, "n2", c.Admin("repair"), 30.0)
+    cl.call("n2", c.Admin("repair"), 30.0)
     assert final_values(cl, key) == [b"maybe"], "and it may still become visible"
 
 

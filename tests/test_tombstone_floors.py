@@ -28,12 +28,6 @@ def cluster(seed=1, cut="hold", **core):
     return cl
 
 
-def call(cl, node, command, limit=5.0):
-    token = ("t", cl.now, id(command))
-    cl.client(node, token, command)
-    return cl.wait_for(token, limit)
-
-
 def setup(cl):
     """A key and its replicas, the first of which (the reaper) comes first."""
     some = cl.nodes["n1"]
@@ -66,7 +60,7 @@ def collected(cl, key, nodes):
 
 def final_read(cl, key):
     assert cl.settle(30.0)
-    reply = call(cl, cl.up()[0], c.Get(key, r=3))
+    reply = cl.call(cl.up()[0], c.Get(key, r=3))
     values = reply.value.values if isinstance(reply, c.Ok) else []
     assert all(live(cl, n, key) == sorted(values) for n in cl.nodes), "replicas differ"
     return values
@@ -75,10 +69,10 @@ def final_read(cl, key):
 def write_then_delete(cl, key, coordinator, value=b"v200"):
     """An acknowledged write and an acknowledged delete with the context
     read after it; returns that context."""
-    assert isinstance(call(cl, coordinator, c.Put(key, value)), c.Ok)
-    got = call(cl, coordinator, c.Get(key))
+    assert isinstance(cl.call(coordinator, c.Put(key, value)), c.Ok)
+    got = cl.call(coordinator, c.Get(key))
     assert isinstance(got, c.Ok) and got.value.values == [value]
-    assert isinstance(call(cl, coordinator, c.Delete(key, got.value.context)), c.Ok)
+    assert isinstance(cl.call(coordinator, c.Delete(key, got.value.context)), c.Ok)
     return got.value.context
 
 
@@ -93,7 +87,7 @@ def late_replica_write(cl):
     assert "rput" in held, "the replica write to the cut-off replica is on its link"
     assert live(cl, late, key) == [], "the late replica has not seen v200"
     q = partition_of(key, 16)
-    call(cl, reaper, c.Admin("repair", partition=q), 10.0)  # the tombstone reaches `late`
+    cl.call(reaper, c.Admin("repair", partition=q), 10.0)  # the tombstone reaches `late`
     assert objects.is_deleted(cl.stores[late].get(key))
     assert run_watching(cl, 3.0, key, [b"v200"], lambda: collected(cl, key, cl.up()))
     assert sum(node.counters["tombstones_reaped"] for node in cl.nodes.values()) == 3
@@ -133,12 +127,12 @@ def test_a_write_after_the_collection_stays_and_the_collected_value_stays_gone(s
     actor = cl.nodes[coordinator].actor
     history = dvv.counter(cl.stores[coordinator].floors.get(key), actor)
     assert history == 2                  # v200 and the tombstone
-    assert isinstance(call(cl, coordinator, c.Put(key, b"v300", ctx if stale else None)), c.Ok)
+    assert isinstance(cl.call(coordinator, c.Put(key, b"v300", ctx if stale else None)), c.Ok)
     assert live(cl, coordinator, key) == live(cl, reaper, key) == [b"v300"]
     assert dvv.counter(cl.stores[coordinator].get(key), actor) > history
     cl.heal()                            # the held v200 (and v300) replica writes arrive now
     assert run_watching(cl, 2.0, key, [b"v200"])
-    call(cl, late, c.Admin("repair", partition=partition_of(key, 16)), 10.0)
+    cl.call(late, c.Admin("repair", partition=partition_of(key, 16)), 10.0)
     assert run_watching(cl, 1.0, key, [b"v200"])
     assert final_read(cl, key) == [b"v300"]
 
@@ -162,7 +156,7 @@ def test_a_lost_collect_order_is_sent_again():
     cl.heal()                            # the next one gets through
     assert run_watching(cl, 3.0, key, [b"v200"], lambda: collected(cl, key, cl.up()))
     assert cl.nodes[reaper].counters["collect_orders_resent"] > resent
-    assert isinstance(call(cl, kept, c.Put(key, b"later")), c.Ok)
+    assert isinstance(cl.call(kept, c.Put(key, b"later")), c.Ok)
     assert final_read(cl, key) == [b"later"]
 
 
@@ -174,12 +168,12 @@ def _floor_handed_over_by(initiator):
     assert run_watching(cl, 3.0, key, [b"v200"], lambda: _collected_but(cl, key, reaper, kept))
     assert cl.net.stats["cut"] > 0, "the collect orders to it were lost"
     who = {"reaper": reaper, "kept": kept}[initiator]
-    call(cl, who, c.Admin("repair", partition=partition_of(key, 16)), 10.0)
+    cl.call(who, c.Admin("repair", partition=partition_of(key, 16)), 10.0)
     assert run_watching(cl, 1.0, key, [b"v200"], lambda: collected(cl, key, cl.up())), \
         f"{kept} still holds the tombstone after an exchange started by {who}"
-    assert isinstance(call(cl, kept, c.Put(key, b"later")), c.Ok)
+    assert isinstance(cl.call(kept, c.Put(key, b"later")), c.Ok)
     assert run_watching(cl, 2.0, key, [b"v200"])
-    reply = call(cl, reaper, c.Get(key, r=3))
+    reply = cl.call(reaper, c.Get(key, r=3))
     assert isinstance(reply, c.Ok) and reply.value.values == [b"later"]
 
 
@@ -196,11 +190,11 @@ def test_anti_entropy_started_by_the_collector_hands_the_floor_over():
 def test_a_read_repair_that_arrives_after_the_collection_is_absorbed_by_the_floor():
     cl = cluster()
     key, (reaper, reader, stale) = setup(cl)
-    assert isinstance(call(cl, reaper, c.Put(key, b"v200")), c.Ok)
+    assert isinstance(cl.call(reaper, c.Put(key, b"v200")), c.Ok)
     cl.run_for(0.5)
     cl.partition([stale])                # it keeps v200 and misses the delete
-    got = call(cl, reaper, c.Get(key))
-    assert isinstance(call(cl, reaper, c.Delete(key, got.value.context)), c.Ok)
+    got = cl.call(reaper, c.Get(key))
+    assert isinstance(cl.call(reaper, c.Delete(key, got.value.context)), c.Ok)
     cl.run_for(2.5)                      # past the link bound: what it missed is gone
     cl.heal()
     cl.run_for(0.5)
@@ -208,11 +202,11 @@ def test_a_read_repair_that_arrives_after_the_collection_is_absorbed_by_the_floo
         "not collected while a replica misses the tombstone"
     cl.block(lambda src, dst, msg: msg["t"] == "rput" and msg["id"] == 0 and src == reader
              and dst == stale)
-    reply = call(cl, reader, c.Get(key))  # the replies are in; the repair to `stale` waits
+    reply = cl.call(reader, c.Get(key))  # the replies are in; the repair to `stale` waits
     assert isinstance(reply, c.Err) and reply.kind == "NotFound"
     cl.run_for(0.1)
     assert any(m["t"] == "rput" for _, m in cl.net.held.get((reader, stale), []))
-    call(cl, reaper, c.Admin("repair", partition=partition_of(key, 16)), 10.0)
+    cl.call(reaper, c.Admin("repair", partition=partition_of(key, 16)), 10.0)
     assert run_watching(cl, 3.0, key, [b"v200"], lambda: collected(cl, key, cl.up()))
     absorbed = cl.stores[stale].floors.absorbed
     cl.heal()                            # the read repair arrives after the collection
@@ -230,7 +224,7 @@ def test_a_restarted_node_keeps_its_floors_and_numbers_new_dots_above_all_it_iss
     key, (reaper, coordinator, other) = setup(cl)
     node = coordinator
     for i in range(5):                   # dots of this node's actor on other keys too
-        assert isinstance(call(cl, node, c.Put(b"other%d" % i, b"x")), c.Ok)
+        assert isinstance(cl.call(node, c.Put(b"other%d" % i, b"x")), c.Ok)
     write_then_delete(cl, key, node)
     cl.run_for(0.5)
     tomb = cl.stores[node].get(key)
@@ -248,7 +242,7 @@ def test_a_restarted_node_keeps_its_floors_and_numbers_new_dots_above_all_it_iss
     assert cl.stores[node].floors.absorbed >= 1 and cl.stores[node].get_raw(key) is None
     cl.run_for(2.0)
     for k, value in ((key, b"after"), (b"brand-new", b"fresh")):
-        assert isinstance(call(cl, node, c.Put(k, value)), c.Ok)
+        assert isinstance(cl.call(node, c.Put(k, value)), c.Ok)
         assert dvv.counter(cl.stores[node].get(k), actor) > issued, k
     assert run_watching(cl, 1.0, key, [b"v200"])
     assert final_read(cl, key) == [b"after"]

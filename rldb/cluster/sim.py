@@ -220,6 +220,13 @@ class Cluster:
                                  f"{node.counters['bad_messages']}, "
                                  f"{node.counters['handler_errors']}): {msg!r:.300}")
 
+    def call(self, name, command, limit=5.0):
+        """A client command at node `name`, and its reply (None if none
+        came within limit seconds)."""
+        token = ("call", self.now, id(command))
+        self.client(name, token, command)
+        return self.wait_for(token, limit)
+
     def wait_for(self, token, limit=10.0):
         """Runs until the reply for token comes (or limit seconds pass)."""
         end = self.now + limit
