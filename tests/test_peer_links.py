@@ -282,6 +282,9 @@ class RecordingCore:
         self.stopped = False
         self.counters = {}
 
+    def figures(self):
+        return dict(self.counters)
+
     def handle_client(self, token, cmd, now):
         self.seen.append(now)
         self.deadline = now + 0.1

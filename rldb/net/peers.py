@@ -38,6 +38,9 @@ from rldb.net import protocol as p
 
 log = logging.getLogger("rldb.peers")
 
+MAX_BACKOFF = 0.5    # s between connects to a peer that is down: short, as what is sent
+                     # meanwhile is dropped, and a peer back from a partition must hear
+                     # from us soon (a heartbeat missed for long marks us down)
 MAX_QUEUED = 10_000  # frames buffered for a peer while its connection opens
 _TIOCOUTQ = getattr(termios, "TIOCOUTQ", None)
 
@@ -108,7 +111,7 @@ class PeerLink:
             self.pool.dropped += self.queued
             self.queue.clear()
             self.queued = 0
-            backoff = min(0.05 * 2 ** min(self.failures, 6), 2.0)
+            backoff = min(0.05 * 2 ** min(self.failures, 6), MAX_BACKOFF)
             self.retry_at = asyncio.get_running_loop().time() + backoff
             if self.failures == 1 or self.failures % 20 == 0:
                 log.info("cannot reach peer %s (%s); retrying", self.addr, exc)

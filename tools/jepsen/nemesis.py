@@ -123,6 +123,7 @@ class Nemesis:
 
     async def _start(self, fault):
         nodes = self.cluster.nodes
+        began = self.history.now()  # before the fault acts: an op it cuts short falls in it
         if fault.groups is not None:
             await asyncio.to_thread(self.network.isolate, fault.groups)
         elif fault.kind == "pause":
@@ -139,7 +140,7 @@ class Nemesis:
                     seen = await self.cluster.clock_offset(nodes[i], ms)
                     applied.append(f"{self.names[i]}:{'yes' if seen == ms else f'reports {seen}'}")
         faulty = [self.names[i] for i in fault.faulty(len(nodes))]
-        self._current = {"kind": fault.kind, "start": self.history.now(), "end": None,
+        self._current = {"kind": fault.kind, "start": began, "end": None,
                          "faulty": faulty, "detail": fault.describe(self.names)}
         extra = {"applied": ",".join(applied)} if fault.kind == "skew" else {}
         self._current.update(extra)
