@@ -217,3 +217,15 @@ def test_a_replica_restarted_after_taking_a_forward_does_not_make_it_apply_twice
     values = final_values(cl, key)
     assert reply is not None and not applied_nowhere(reply), reply
     assert values == [b"once"], f"one write, one value: {values} (answered {reply})"
+
+
+def test_a_forward_with_a_quorum_above_n_is_refused_at_once():
+    """Checked where it arrives, so a write no replica takes is never
+    coordinated here (on a timer) with a w the node cannot honour."""
+    cl = cluster()
+    key, _ = foreign_key(cl, "n1")
+    cl.partition(["n1"])  # no replica can take the offer
+    reply = cl.call("n1", c.Put(key, b"v", w=7), 1.0)
+    cl.run_for(2.0)       # past the forward's deadline: nothing fails on a timer
+    assert isinstance(reply, c.Err) and reply.kind == "InvalidRequest", reply
+    assert "w=7" in reply.fields["reason"]

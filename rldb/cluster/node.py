@@ -315,6 +315,8 @@ class NodeCore:
         return value
 
     def _start_write(self, token, cmd, now, hops, end=None):
+        self._quorum(cmd.w, self.cfg.w, "w")  # refused here, not later on a timer
+        self._quorum(cmd.pw, 0, "pw")
         q = partition_of(cmd.key, self.cfg.partitions)
         old, new = self.topology.prefs(q)
         members = old + [n for n in new if n not in old] if new else old
