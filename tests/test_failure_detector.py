@@ -34,3 +34,17 @@ def test_running_sums_match_the_window(intervals, silence):
     var = sum((x - mean) ** 2 for x in window) / len(window)
     assert math.isclose(max(d._sumsq / len(window) - mean * mean, 0.0), var,
                         rel_tol=1e-6, abs_tol=1e-6)
+
+
+def test_phi_of_a_time_before_the_last_heartbeat_is_a_number():
+    """A node's clock can step back (NTP, a skewed clock reset): phi must
+    stay a finite, small number rather than overflow."""
+    from rldb.cluster.failure_detector import PhiAccrual
+    d = PhiAccrual()
+    t = 0.0
+    for _ in range(150):
+        t += 0.3
+        d.heartbeat(t)
+    for back in (1.5, 10.0, 1e6):
+        assert 0.0 <= d.phi(t - back) < 1.0
+    assert d.phi(t + 1e6) > 8.0

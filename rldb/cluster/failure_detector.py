@@ -49,7 +49,8 @@ class PhiAccrual:
         var = max(self._sumsq / n - mean * mean, 0.0)
         std = max(math.sqrt(var), self.min_std * mean, 1e-3)
         elapsed = now - self._last - self.acceptable_pause
-        y = (elapsed - mean) / std
+        # clamped: a clock that went back (or far ahead) must not overflow exp
+        y = min(max((elapsed - mean) / std, -8.0), 30.0)
         # P(interval > elapsed) via the logistic approximation of the normal CDF
         e = math.exp(-y * (1.5976 + 0.070566 * y * y))
         p_later = e / (1.0 + e) if elapsed > mean else 1.0 - 1.0 / (1.0 + e)
