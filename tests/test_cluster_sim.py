@@ -435,3 +435,29 @@ def test_a_primary_quorum_read_sees_a_primary_quorum_write_across_a_ring_flip():
     assert isinstance(reply, c.Err) and reply.kind == "QuorumNotReached" or \
         isinstance(reply, c.Ok) and b"acked" in reply.value.values, \
         f"a pr=2 read after a pw=2 write answered {reply}"
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="a node restarted wiped knows no "
+                   "cluster yet and takes a join as a cluster of one: the joiner and it form "
+                   "a ring of their own ([n5, n1], version 3, while the cluster is at 7), "
+                   "and a pr=2 read there is answered by the two of them (seed 1672 of the "
+                   "randomized simulation: a node added through a wiped one)")
+def test_a_node_joined_through_a_wiped_member_does_not_read_from_a_ring_of_its_own():
+    cl = Cluster(1, size=4, n=3, r=2, w=2, partitions=16)
+    assert cl.join_all()
+    keys = [b"k%d" % i for i in range(20)]
+    for key in keys:
+        if not isinstance(cl.call("n2", c.Put(key, b"acked", pw=2)), c.Ok):
+            pytest.fail("the cluster should take the writes")
+    cl.run_for(1.0)
+    cl.crash("n1")
+    cl.start("n1", wipe=True)
+    cl.partition(["n1", "n5"])           # the wiped node has not heard from its peers yet
+    cl.add_node("n5", through="n1")
+    cl.run_for(1.0)
+    cl.heal()
+    for key in keys:
+        reply = cl.call("n5", c.Get(key, pr=2))
+        assert isinstance(reply, c.Ok) and reply.value.values == [b"acked"] or \
+            isinstance(reply, c.Err) and reply.kind == "QuorumNotReached", \
+            f"{key}: a pr=2 read after a pw=2 write answered {reply}"
