@@ -41,8 +41,8 @@ class KeyFloors:
         return tuple((i, n, ()) for i, n in entries), ()
 
     def put(self, key, clock, until_ms):
-        # msgpack [until_ms, [[actor, counter], ...]]
-        """Remembers the history of a key collected now, until until_ms."""
+        """Remembers the history of a key collected now, until until_ms
+        (stored as msgpack [until_ms, [[actor, counter], ...]])."""
         entries = [[i, n] for i, n, _ in clock[0]]
         self.store.put_meta(PREFIX + key, msgpack.packb([until_ms, entries], use_bin_type=True))
 
@@ -68,9 +68,6 @@ class KeyFloors:
                 self.store.delete_meta(name)
                 gone += 1
         return gone
-
-    def count(self):
-        return len(self.store.meta_items(PREFIX))
 
 
 class DotFloor:
